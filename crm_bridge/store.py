@@ -1,0 +1,196 @@
+"""`SqlCrm`: the built-in `CrmPort`, backed by SQLite or PostgreSQL through SQLAlchemy async."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlmodel import col, select
+
+from crm_bridge.db import init_db, make_engine, session_factory
+from crm_bridge.models import CALLBACK_PENDING, CallbackRecord, CallJourneyRecord, Citizen
+from crm_bridge.phone import normalise_phone
+from crm_bridge.ports import (
+    CallbackRequest,
+    CallJourney,
+    CitizenSummary,
+    JourneyStep,
+)
+from crm_bridge.privacy import mask_digits_in_text
+from crm_bridge.register_number import compact
+from crm_bridge.utc import ensure_utc
+
+
+def _summary(citizen: Citizen) -> CitizenSummary:
+    assert citizen.id is not None  # loaded from the database
+    return CitizenSummary(
+        id=citizen.id,
+        first_name=citizen.first_name,
+        last_name=citizen.last_name,
+        preferred_language=citizen.preferred_language,
+        address=citizen.address,
+        phone=citizen.phone,
+    )
+
+
+def step_to_json(step: JourneyStep) -> dict[str, Any]:
+    """JSON-ready step. Digits are masked again: the IVR should have, the store makes sure."""
+    return {
+        "node": step.node,
+        "kind": step.kind,
+        "at": ensure_utc(step.at).isoformat(),
+        "result": step.result,
+        "digits": None if step.digits is None else mask_digits_in_text(step.digits),
+        "prompts": list(step.prompts),
+    }
+
+
+def step_from_json(data: dict[str, Any]) -> JourneyStep:
+    return JourneyStep(
+        node=data["node"],
+        kind=data["kind"],
+        at=ensure_utc(datetime.fromisoformat(data["at"])),
+        result=data.get("result"),
+        digits=data.get("digits"),
+        prompts=tuple(data.get("prompts") or ()),
+    )
+
+
+def journey_row(journey: CallJourney) -> dict[str, Any]:
+    """Column values of a `CallJourneyRecord` for ``journey`` (without the id)."""
+    return {
+        "call_id": journey.call_id,
+        "flow": journey.flow,
+        "flow_hash": journey.flow_hash,
+        "leg": journey.leg,
+        "caller": journey.caller,
+        "started_at": ensure_utc(journey.started_at),
+        "ended_at": ensure_utc(journey.ended_at),
+        "duration_s": journey.duration,
+        "outcome": journey.outcome,
+        "lang": journey.lang,
+        "request_type": journey.request_type,
+        "queue": journey.queue,
+        "citizen_id": journey.citizen_id,
+        "steps": [step_to_json(step) for step in journey.steps],
+    }
+
+
+def _journey(record: CallJourneyRecord) -> CallJourney:
+    return CallJourney(
+        call_id=record.call_id,
+        flow=record.flow,
+        flow_hash=record.flow_hash,
+        leg=record.leg,
+        caller=record.caller,
+        started_at=record.started_at,
+        ended_at=record.ended_at,
+        outcome=record.outcome,
+        lang=record.lang,
+        request_type=record.request_type,
+        queue=record.queue,
+        citizen_id=record.citizen_id,
+        steps=tuple(step_from_json(step) for step in record.steps),
+    )
+
+
+# Dialect INSERT constructs with ON CONFLICT, which makes save_journey one atomic upsert.
+_UPSERT_INSERTS: dict[str, Callable[..., Any]] = {
+    "postgresql": postgresql.insert,
+    "sqlite": sqlite.insert,
+}
+
+
+class SqlCrm:
+    """`CrmPort` over the local SQL database. It owns ``engine``: `close` disposes it."""
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        if engine.dialect.name not in _UPSERT_INSERTS:
+            raise ValueError(
+                f"unsupported database {engine.dialect.name!r}: use SQLite or PostgreSQL"
+            )
+        self.engine = engine
+        self._insert = _UPSERT_INSERTS[engine.dialect.name]
+        self._sessions = session_factory(engine)
+
+    @classmethod
+    async def connect(cls, url: str | None = None, *, create_tables: bool = True) -> SqlCrm:
+        """Open the store at ``url`` (default: settings' ``database_url``)."""
+        if url is None:
+            from guichet.settings import get_settings
+
+            url = get_settings().database_url
+        engine = make_engine(url)
+        if create_tables:
+            await init_db(engine)
+        return cls(engine)
+
+    async def close(self) -> None:
+        await self.engine.dispose()
+
+    async def find_citizen_by_national_number(self, number: str) -> CitizenSummary | None:
+        """Look up by NN or BIS, formatted or not; a malformed entry is simply not found."""
+        compacted = compact(number)
+        if len(compacted) != 11 or not compacted.isdigit():
+            return None
+        async with self._sessions() as session:
+            result = await session.exec(select(Citizen).where(Citizen.national_number == compacted))
+            citizen = result.first()
+        return None if citizen is None else _summary(citizen)
+
+    async def find_citizen_by_phone(self, phone: str) -> CitizenSummary | None:
+        """Look up by caller number. A number shared by several citizens (a family landline)
+        identifies nobody: None, so the flow asks for the national number instead."""
+        normalised = normalise_phone(phone)
+        if normalised is None:
+            return None
+        async with self._sessions() as session:
+            result = await session.exec(
+                select(Citizen)
+                .where(Citizen.phone == normalised)
+                .order_by(col(Citizen.id))
+                .limit(2)
+            )
+            matches = result.all()
+        return _summary(matches[0]) if len(matches) == 1 else None
+
+    async def record_callback(self, request: CallbackRequest) -> None:
+        """Store the request once per call: a retry (BufferedCrm) or a second ask is a no-op,
+        and an agent's status change is never reset to pending."""
+        values = {
+            "call_id": request.call_id,
+            "flow": request.flow,
+            "caller": request.caller,
+            "requested_at": ensure_utc(request.requested_at),
+            "lang": request.lang,
+            "request_type": request.request_type,
+            "citizen_id": request.citizen_id,
+            "status": CALLBACK_PENDING,
+        }
+        stmt = self._insert(CallbackRecord).values(**values)
+        stmt = stmt.on_conflict_do_nothing(index_elements=["call_id"])
+        async with self._sessions() as session, session.begin():
+            await session.exec(stmt)
+
+    async def save_journey(self, journey: CallJourney) -> None:
+        """Insert or replace the journey of ``call_id`` in one statement (retries are safe)."""
+        values = journey_row(journey)
+        stmt = self._insert(CallJourneyRecord).values(**values)
+        stmt = stmt.on_conflict_do_update(
+            index_elements=["call_id"],
+            set_={key: stmt.excluded[key] for key in values if key != "call_id"},
+        )
+        async with self._sessions() as session, session.begin():
+            await session.exec(stmt)
+
+    async def get_journey(self, call_id: str) -> CallJourney | None:
+        """The stored journey of ``call_id`` (for the CTI pop), datetimes aware UTC."""
+        async with self._sessions() as session:
+            result = await session.exec(
+                select(CallJourneyRecord).where(CallJourneyRecord.call_id == call_id)
+            )
+            record = result.first()
+        return None if record is None else _journey(record)

@@ -1,0 +1,42 @@
+"""One settings object for the whole server, read from the environment and `.env`."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import AliasChoices, Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+class Settings(BaseSettings):
+    """Every knob an operator may turn; defaults are the embedded single-machine setup."""
+
+    model_config = SettingsConfigDict(env_prefix="GUICHET_", env_file=".env", extra="ignore")
+
+    database_url: str = Field(
+        default=f"sqlite+aiosqlite:///{ROOT / 'var' / 'guichet.db'}",
+        validation_alias=AliasChoices("DATABASE_URL", "GUICHET_DATABASE_URL"),
+    )
+    flows_dir: Path = ROOT / "flows"
+    sounds_dir: Path = ROOT / "audio" / "sounds"
+    asterisk_config_dir: Path = ROOT / "asterisk-config"
+    # STREAM FILE <prefix>/<lang>/<key>: where `audio/sounds` is installed under Asterisk's sounds dir.
+    asterisk_sounds_prefix: str = "guichet"
+    agi_host: str = "127.0.0.1"
+    agi_port: int = 4573
+    ami_host: str | None = None
+    ami_port: int = 5038
+    ami_username: str = "guichet"
+    ami_secret: str = "change-me"
+    console_host: str = "127.0.0.1"
+    console_port: int = 8000
+    reload_interval: float = 1.0
+    log_level: str = "INFO"
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return Settings()

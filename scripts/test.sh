@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# Install everything the tests need (Debian and Python packages) and run the whole suite:
+# lint, types, then pytest against real peers (espeak-ng, ffmpeg, PostgreSQL...).
+set -euo pipefail
+source "$(dirname "${BASH_SOURCE[0]}")/setup.sh"
+cd "$ROOT"
+
+install_debian espeak-ng ffmpeg postgresql
+install_python test
+
+echo "==> ruff"
+"$VENV/bin/ruff" check .
+echo "==> mypy"
+"$VENV/bin/mypy" .
+echo "==> pytest"
+exec "$VENV/bin/pytest" "$@"
