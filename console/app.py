@@ -16,15 +16,33 @@ from ivr.registry import FlowRegistry
 TEMPLATES = Jinja2Templates(directory=str(Path(__file__).parent / "templates"))
 
 LABELS: dict[str, dict[str, str]] = {
-    "fr": {"title": "Guichet — état du serveur vocal", "flows": "Flux en service", "name": "Nom",
-           "version": "Version", "since": "Depuis", "rejected": "Modifications refusées",
-           "none": "Aucun flux chargé"},
-    "nl": {"title": "Guichet — status van de spraakserver", "flows": "Actieve flows", "name": "Naam",
-           "version": "Versie", "since": "Sinds", "rejected": "Geweigerde wijzigingen",
-           "none": "Geen flows geladen"},
-    "en": {"title": "Guichet — voice server status", "flows": "Flows in service", "name": "Name",
-           "version": "Version", "since": "Since", "rejected": "Rejected changes",
-           "none": "No flow loaded"},
+    "fr": {
+        "title": "Guichet — état du serveur vocal",
+        "flows": "Flux en service",
+        "name": "Nom",
+        "version": "Version",
+        "since": "Depuis",
+        "rejected": "Modifications refusées",
+        "none": "Aucun flux chargé",
+    },
+    "nl": {
+        "title": "Guichet — status van de spraakserver",
+        "flows": "Actieve flows",
+        "name": "Naam",
+        "version": "Versie",
+        "since": "Sinds",
+        "rejected": "Geweigerde wijzigingen",
+        "none": "Geen flows geladen",
+    },
+    "en": {
+        "title": "Guichet — voice server status",
+        "flows": "Flows in service",
+        "name": "Name",
+        "version": "Version",
+        "since": "Since",
+        "rejected": "Rejected changes",
+        "none": "No flow loaded",
+    },
 }
 
 
@@ -35,8 +53,13 @@ def create_app(registry: FlowRegistry) -> FastAPI:
         rejected = [e for e in registry.events if not e.accepted][-20:]
         return {
             "flows": [
-                {"name": f.name, "hash": f.content_hash, "path": str(f.path),
-                 "loaded_at": f.loaded_at.isoformat(), "queues": f.queue_names()}
+                {
+                    "name": f.name,
+                    "hash": f.content_hash,
+                    "path": str(f.path),
+                    "loaded_at": f.loaded_at.isoformat(),
+                    "queues": f.queue_names(),
+                }
                 for f in registry.flows()
             ],
             "rejected": [

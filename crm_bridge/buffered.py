@@ -26,7 +26,9 @@ class _Write:
 class BufferedCrm:
     """A CrmPort whose writes return at once and are stored in order, with retries."""
 
-    def __init__(self, inner: CrmPort, *, retry_initial: float = 0.5, retry_max: float = 10.0) -> None:
+    def __init__(
+        self, inner: CrmPort, *, retry_initial: float = 0.5, retry_max: float = 10.0
+    ) -> None:
         self.inner = inner
         self.retry_initial = retry_initial
         self.retry_max = retry_max
@@ -83,8 +85,12 @@ class BufferedCrm:
                 except asyncio.CancelledError:
                     raise
                 except Exception as exc:
-                    log.warning("CRM write for call %s failed (%s); retrying in %.1fs",
-                                write.item.call_id, type(exc).__name__, delay)
+                    log.warning(
+                        "CRM write for call %s failed (%s); retrying in %.1fs",
+                        write.item.call_id,
+                        type(exc).__name__,
+                        delay,
+                    )
                     await asyncio.sleep(delay)
                     delay = min(delay * 2, self.retry_max)
             self._queue.task_done()

@@ -72,7 +72,7 @@ class CallbackRequest:
 
 
 class CrmPort(Protocol):
-    """The CRM operations the IVR performs during a call. All async: no blocking on the call path."""
+    """What the IVR asks of the CRM during a call; async: nothing blocks the call path."""
 
     async def find_citizen_by_national_number(self, number: str) -> CitizenSummary | None: ...
 

@@ -19,13 +19,19 @@ app.add_typer(flow_app, name="flow")
 app.add_typer(audio_app, name="audio", help="Prompt audio: TTS and telephony conversion.")
 app.add_typer(citizens_app, name="citizens", help="The citizen directory.")
 app.add_typer(report_app, name="report", help="Reports on calls.")
-app.add_typer(asterisk_app, name="asterisk", help="Asterisk configuration rendered from Guichet's data.")
+app.add_typer(
+    asterisk_app, name="asterisk", help="Asterisk configuration rendered from Guichet's data."
+)
 
 
 @app.command()
 def serve(
-    agi_port: Annotated[int | None, typer.Option(help="FastAGI port (default from settings).")] = None,
-    console_port: Annotated[int | None, typer.Option(help="Console port (default from settings).")] = None,
+    agi_port: Annotated[
+        int | None, typer.Option(help="FastAGI port (default from settings).")
+    ] = None,
+    console_port: Annotated[
+        int | None, typer.Option(help="Console port (default from settings).")
+    ] = None,
 ) -> None:
     """Run Guichet: FastAGI server, flow hot reload and the web console."""
     from guichet.server import run_server

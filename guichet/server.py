@@ -18,27 +18,40 @@ from ivr.registry import FlowRegistry
 log = logging.getLogger("guichet")
 
 
-async def serve(settings: Settings, *, agi_port: int | None = None, console_port: int | None = None) -> None:
+async def serve(
+    settings: Settings, *, agi_port: int | None = None, console_port: int | None = None
+) -> None:
     store = await SqlCrm.connect(settings.database_url)
     crm = BufferedCrm(store)
     await crm.start()
-    registry = FlowRegistry(settings.flows_dir, interval=settings.reload_interval,
-                            sounds_dir=settings.sounds_dir)
+    registry = FlowRegistry(
+        settings.flows_dir, interval=settings.reload_interval, sounds_dir=settings.sounds_dir
+    )
     await registry.start()
     if not registry.names():
         log.warning("no flow could be loaded from %s: calls will be refused", settings.flows_dir)
-    agi = FastAgiServer(registry, crm, host=settings.agi_host,
-                        port=settings.agi_port if agi_port is None else agi_port)
+    agi = FastAgiServer(
+        registry,
+        crm,
+        host=settings.agi_host,
+        port=settings.agi_port if agi_port is None else agi_port,
+    )
     await agi.start()
-    log.info("FastAGI listening on %s:%s (flows: %s)", settings.agi_host, agi.port,
-             ", ".join(registry.names()) or "none")
-    console = uvicorn.Server(uvicorn.Config(
-        create_app(registry),
-        host=settings.console_host,
-        port=settings.console_port if console_port is None else console_port,
-        log_level=settings.log_level.lower(),
-        log_config=None,
-    ))
+    log.info(
+        "FastAGI listening on %s:%s (flows: %s)",
+        settings.agi_host,
+        agi.port,
+        ", ".join(registry.names()) or "none",
+    )
+    console = uvicorn.Server(
+        uvicorn.Config(
+            create_app(registry),
+            host=settings.console_host,
+            port=settings.console_port if console_port is None else console_port,
+            log_level=settings.log_level.lower(),
+            log_config=None,
+        )
+    )
     try:
         await console.serve()
     finally:

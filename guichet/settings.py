@@ -23,7 +23,7 @@ class Settings(BaseSettings):
     flows_dir: Path = ROOT / "flows"
     sounds_dir: Path = ROOT / "audio" / "sounds"
     asterisk_config_dir: Path = ROOT / "asterisk-config"
-    # STREAM FILE <prefix>/<lang>/<key>: where `audio/sounds` is installed under Asterisk's sounds dir.
+    # STREAM FILE <prefix>/<lang>/<key>: where audio/sounds sits under Asterisk's sounds dir.
     asterisk_sounds_prefix: str = "guichet"
     agi_host: str = "127.0.0.1"
     agi_port: int = 4573

@@ -6,6 +6,7 @@ flow that fails here never replaces the running one.
 
 from __future__ import annotations
 
+import itertools
 import re
 from collections.abc import Iterator
 from pathlib import Path
@@ -28,8 +29,17 @@ from ivr.validators import VALIDATORS
 
 Loc = tuple[str | int, ...]
 QUEUE_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
-_REF_FIELDS = ("next", "fallback", "skip", "found", "not_found", "open", "closed", "holiday",
-               "on_max_visits")
+_REF_FIELDS = (
+    "next",
+    "fallback",
+    "skip",
+    "found",
+    "not_found",
+    "open",
+    "closed",
+    "holiday",
+    "on_max_visits",
+)
 _PROMPT_FIELDS = ("prompt", "invalid_prompt", "timeout_prompt")
 
 
@@ -103,10 +113,14 @@ def _reachability(loaded: LoadedFlow) -> Iterator[Issue]:
         reached = _reach([loaded.flow.start], edges)
         for node_id in nodes:
             if node_id not in reached:
-                yield _issue(loaded, ("nodes", node_id), f"{node_id}: unreachable from {loaded.flow.start!r}")
+                yield _issue(
+                    loaded, ("nodes", node_id), f"{node_id}: unreachable from {loaded.flow.start!r}"
+                )
     # A node ends the flow when it has no way on (queue, transfer, hangup...), or when its own
     # visit bound can end the call.
-    ends = [nid for nid, n in nodes.items() if not edges[nid] or (n.max_visits and not n.on_max_visits)]
+    ends = [
+        nid for nid, n in nodes.items() if not edges[nid] or (n.max_visits and not n.on_max_visits)
+    ]
     reverse: dict[str, list[str]] = {nid: [] for nid in nodes}
     for nid, targets in edges.items():
         for target in targets:
@@ -115,8 +129,11 @@ def _reachability(loaded: LoadedFlow) -> Iterator[Issue]:
     for node_id, node in nodes.items():
         if node_id in can_end:
             continue
-        what = "menu has no way out: no choice leads to the end of the flow" if isinstance(
-            node, MenuNode) else "no path from here ever ends the call"
+        what = (
+            "menu has no way out: no choice leads to the end of the flow"
+            if isinstance(node, MenuNode)
+            else "no path from here ever ends the call"
+        )
         yield _issue(loaded, ("nodes", node_id), f"{node_id}: {what}")
 
 
@@ -176,7 +193,8 @@ def _loops(loaded: LoadedFlow) -> Iterator[Issue]:
         yield _issue(
             loaded,
             ("nodes", members[0]),
-            f"loop {loop} has no retry bound: set max_visits (and on_max_visits) on one of its nodes",
+            f"loop {loop} has no retry bound: "
+            "set max_visits (and on_max_visits) on one of its nodes",
         )
 
 
@@ -213,8 +231,12 @@ def _audio(loaded: LoadedFlow, sounds_dir: Path) -> Iterator[Issue]:
         gaps = missing_audio([key], [pinned] if pinned else needed, sounds_dir)
         if gaps:
             langs = ", ".join(lang for _, lang in gaps)
-            yield _issue(loaded, loc, f"prompt {key!r} has no audio in {langs} (run `guichet audio build`)",
-                         "warning")
+            yield _issue(
+                loaded,
+                loc,
+                f"prompt {key!r} has no audio in {langs} (run `guichet audio build`)",
+                "warning",
+            )
 
 
 def _node_settings(loaded: LoadedFlow) -> Iterator[Issue]:
@@ -225,17 +247,24 @@ def _node_settings(loaded: LoadedFlow) -> Iterator[Issue]:
     for node_id, node in loaded.flow.nodes.items():
         base: Loc = ("nodes", node_id)
         if isinstance(node, InputNode) and node.validator and node.validator not in VALIDATORS:
-            yield _issue(loaded, (*base, "validator"),
-                         f"{node_id}: unknown validator {node.validator!r}; known: {', '.join(VALIDATORS)}")
+            yield _issue(
+                loaded,
+                (*base, "validator"),
+                f"{node_id}: unknown validator {node.validator!r}; known: {', '.join(VALIDATORS)}",
+            )
         if isinstance(node, LookupNode) and node.var and node.var not in assigned:
             yield _issue(loaded, (*base, "var"), f"{node_id}: variable {node.var!r} is never set")
         if isinstance(node, QueueNode):
             for name in placeholders(node.queue):
                 if name not in values:
-                    yield _issue(loaded, (*base, "queue"), f"{node_id}: {{{name}}} is never set by the flow")
+                    yield _issue(
+                        loaded, (*base, "queue"), f"{node_id}: {{{name}}} is never set by the flow"
+                    )
             for name in expand_all(node.queue, values):
                 if "{" not in name and not QUEUE_NAME.fullmatch(name):
-                    yield _issue(loaded, (*base, "queue"), f"{node_id}: {name!r} is not a valid queue name")
+                    yield _issue(
+                        loaded, (*base, "queue"), f"{node_id}: {name!r} is not a valid queue name"
+                    )
         if isinstance(node, HoursNode):
             yield from _hours(loaded, node_id, node)
         langs_set: list[tuple[Loc, str]] = []
@@ -248,7 +277,9 @@ def _node_settings(loaded: LoadedFlow) -> Iterator[Issue]:
                     langs_set.append(((*base, "choices", digit), choice.set["lang"]))
         for loc, lang in langs_set:
             if lang not in languages:
-                yield _issue(loaded, loc, f"{node_id}: language {lang!r} is not one of the flow's languages")
+                yield _issue(
+                    loaded, loc, f"{node_id}: language {lang!r} is not one of the flow's languages"
+                )
 
 
 def _hours(loaded: LoadedFlow, node_id: str, node: HoursNode) -> Iterator[Issue]:
@@ -264,6 +295,8 @@ def _hours(loaded: LoadedFlow, node_id: str, node: HoursNode) -> Iterator[Issue]
             yield _issue(loaded, (*base, "holidays"), f"{node_id}: {exc}")
     for day, ranges in node.schedule.items():
         ordered = sorted(ranges, key=lambda r: r.start)
-        for before, after in zip(ordered, ordered[1:], strict=False):
+        for before, after in itertools.pairwise(ordered):
             if after.start < before.end:
-                yield _issue(loaded, (*base, "schedule", day), f"{node_id}: overlapping ranges on {day}")
+                yield _issue(
+                    loaded, (*base, "schedule", day), f"{node_id}: overlapping ranges on {day}"
+                )

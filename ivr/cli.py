@@ -89,7 +89,9 @@ def simulate(
     flow: Annotated[str, typer.Argument(help="Flow name or file.")],
     digits: Annotated[
         str | None,
-        typer.Option(help="Caller entries, one per question: `2,1,1,85073003328#` (empty = silence)."),
+        typer.Option(
+            help="Caller entries, one per question: `2,1,1,85073003328#` (empty = silence)."
+        ),
     ] = None,
     caller: Annotated[str, typer.Option(help="Caller number presented.")] = "0470123456",
     at: Annotated[
@@ -109,7 +111,9 @@ def simulate(
         )
         out.print("[dim]Type keys then Enter; Enter alone is silence; h hangs up.[/dim]")
     else:
-        leg = ScriptedLeg(call_id=cid, caller=caller, on_prompt=show, script=(digits or "").split(","))
+        leg = ScriptedLeg(
+            call_id=cid, caller=caller, on_prompt=show, script=(digits or "").split(",")
+        )
     result = asyncio.run(_simulate(loaded, leg, when))
     if as_json:
         typer.echo(json.dumps(_result_json(loaded, result), ensure_ascii=False))
@@ -128,7 +132,9 @@ def _show_prompt(prompt: Prompt) -> None:
     out.print(f"[cyan]♪ {prompt.lang}[/cyan] {prompt.text}", highlight=False)
 
 
-async def _simulate(loaded: LoadedFlow, leg: ScriptedLeg | InteractiveLeg, when: datetime | None) -> CallResult:
+async def _simulate(
+    loaded: LoadedFlow, leg: ScriptedLeg | InteractiveLeg, when: datetime | None
+) -> CallResult:
     from crm_bridge.store import SqlCrm  # the real directory: a simulated call identifies for real
 
     crm = await SqlCrm.connect(get_settings().database_url)

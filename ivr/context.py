@@ -58,7 +58,9 @@ class CallContext:
         out: list[Prompt] = []
         for ref in keys:
             key, _, pinned = ref.partition("@")
-            languages = [pinned] if pinned else [self.lang] if self.lang else self.loaded.flow.bilingual
+            languages = (
+                [pinned] if pinned else [self.lang] if self.lang else self.loaded.flow.bilingual
+            )
             out.extend(catalogue.prompt(key, lang) for lang in languages)
         return out
 
@@ -94,7 +96,7 @@ class CallContext:
         self._step.digits.append(digits + ("#" if got.terminated else ""))
 
     async def set_vars(self, values: dict[str, str]) -> None:
-        """Set call variables; a language change reaches the PBX at once so its own prompts follow."""
+        """Set call variables; a new language reaches the PBX at once so its prompts follow."""
         for name, value in values.items():
             changed = self.vars.get(name) != value
             self.vars[name] = value

@@ -5,6 +5,7 @@ The same code runs behind FastAGI, a SIP leg and `guichet flow simulate`.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import re
 from collections.abc import Callable, Mapping
@@ -97,10 +98,8 @@ async def run_call(
         citizen=ctx.citizen,
     )
     if not gone and not ctx.hangup_requested:
-        try:
+        with contextlib.suppress(CallerHungUp):
             await leg.hand_off(result)
-        except CallerHungUp:
-            pass
     try:
         await crm.save_journey(journey)
     except Exception as exc:
@@ -112,7 +111,9 @@ async def _walk(ctx: CallContext) -> None:
     node_id: str | None = ctx.loaded.flow.start
     while node_id is not None:
         if len(ctx.path) >= MAX_STEPS:
-            log.error("call %s: flow %s exceeded %d steps", ctx.leg.call_id, ctx.loaded.name, MAX_STEPS)
+            log.error(
+                "call %s: flow %s exceeded %d steps", ctx.leg.call_id, ctx.loaded.name, MAX_STEPS
+            )
             ctx.hangup_requested = True
             return
         node = ctx.loaded.node(node_id)
@@ -139,7 +140,8 @@ def _safe_args(args: Mapping[str, str] | None) -> dict[str, str]:
     if not args:
         return {}
     return {
-        k: v for k, v in args.items()
+        k: v
+        for k, v in args.items()
         if re.fullmatch(VAR_NAME, k) and k not in {"call_id", "outcome"} and len(v) <= 80
     }
 

@@ -5,8 +5,8 @@
 
 from __future__ import annotations
 
-import re
 import datetime as dt
+import re
 from typing import Annotated, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
@@ -17,6 +17,14 @@ Weekday = Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
 WEEKDAYS: tuple[Weekday, ...] = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 NODE_ID = r"^[A-Za-z][A-Za-z0-9_-]*$"
 VAR_NAME = r"^[a-z][a-z0-9_]*$"
+
+
+def _all_languages() -> list[Lang]:
+    return ["fr", "nl", "en"]
+
+
+def _brussels_order() -> list[Lang]:
+    return ["fr", "nl"]
 
 
 def _as_list(value: object) -> object:
@@ -97,7 +105,9 @@ class InputNode(NodeBase):
     max_length: int = Field(default=32, ge=1, le=32)
     terminator: Literal["#", "*"] | None = "#"
     timeout: float = Field(default=5.0, gt=0, le=60)
-    validator: str | None = Field(default=None, description="Named validator, e.g. national_number.")
+    validator: str | None = Field(
+        default=None, description="Named validator, e.g. national_number."
+    )
     invalid_prompt: PromptKeys = Field(default_factory=list)
     timeout_prompt: PromptKeys = Field(default_factory=list)
     retries: int = Field(default=3, ge=1, le=10)
@@ -268,7 +278,9 @@ class CallbackNode(NodeBase):
 
     kind: Literal["callback"]
     number_var: str | None = Field(
-        default=None, pattern=VAR_NAME, description="Variable with a typed number (default: caller id)."
+        default=None,
+        pattern=VAR_NAME,
+        description="Variable with a typed number (default: caller id).",
     )
     prompt: PromptKeys = Field(default_factory=list, description="Confirmation played.")
     next: str | None = None
@@ -283,7 +295,8 @@ class HangupNode(NodeBase):
     kind: Literal["hangup"]
     prompt: PromptKeys = Field(default_factory=list)
     outcome: Outcome | None = Field(
-        default=None, description="Outcome to record (default: the one already reached, else hangup)."
+        default=None,
+        description="Outcome to record (default: the one already reached, else hangup).",
     )
 
 
@@ -301,7 +314,16 @@ Node = Annotated[
     Field(discriminator="kind"),
 ]
 NODE_KINDS: tuple[str, ...] = (
-    "menu", "input", "lookup", "message", "hours", "set", "queue", "transfer", "callback", "hangup",
+    "menu",
+    "input",
+    "lookup",
+    "message",
+    "hours",
+    "set",
+    "queue",
+    "transfer",
+    "callback",
+    "hangup",
 )
 
 
@@ -310,13 +332,15 @@ class Flow(_Model):
 
     name: str | None = Field(default=None, description="Defaults to the file name.")
     description: str | None = None
-    languages: list[Lang] = Field(default_factory=lambda: ["fr", "nl", "en"], min_length=1)
+    languages: list[Lang] = Field(default_factory=_all_languages, min_length=1)
     bilingual: list[Lang] = Field(
-        default_factory=lambda: ["fr", "nl"],
+        default_factory=_brussels_order,
         min_length=1,
         description="Languages played, in order, before the caller chose one.",
     )
-    prompts: str = Field(default="prompts.yaml", description="Prompt catalogue, relative to the flow.")
+    prompts: str = Field(
+        default="prompts.yaml", description="Prompt catalogue, relative to the flow."
+    )
     start: str
     vars: dict[str, str] = Field(default_factory=dict, description="Initial call variables.")
     nodes: dict[str, Node]
@@ -326,5 +350,7 @@ class Flow(_Model):
     def _ids(cls, value: dict[str, Node]) -> dict[str, Node]:
         for node_id in value:
             if not re.fullmatch(NODE_ID, node_id):
-                raise ValueError(f"node id {node_id!r} must start with a letter (letters, digits, _ -)")
+                raise ValueError(
+                    f"node id {node_id!r} must start with a letter (letters, digits, _ -)"
+                )
         return value

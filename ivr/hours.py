@@ -32,7 +32,11 @@ def open_state(node: HoursNode, at: datetime) -> OpenState:
         if closure.date is not None and closure.date == day:
             return OpenState(False, "closure", closure.reason)
         if closure.start is not None and closure.end is not None:
-            start = closure.start if closure.start.tzinfo else closure.start.replace(tzinfo=local.tzinfo)
+            start = (
+                closure.start
+                if closure.start.tzinfo
+                else closure.start.replace(tzinfo=local.tzinfo)
+            )
             end = closure.end if closure.end.tzinfo else closure.end.replace(tzinfo=local.tzinfo)
             if start <= local < end:
                 return OpenState(False, "closure", closure.reason)

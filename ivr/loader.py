@@ -70,7 +70,7 @@ class LoadedFlow:
         return names
 
     def variable_values(self) -> dict[str, list[str]]:
-        """Every literal value the flow may assign to each variable; `lang` is the flow's languages."""
+        """Every literal value the flow may give each variable; `lang`: the flow's languages."""
         values: dict[str, list[str]] = {"lang": list(self.flow.languages)}
 
         def add(assignments: dict[str, str]) -> None:
@@ -148,7 +148,9 @@ def load_flow(path: Path, text: str | None = None) -> LoadedFlow:
         catalogue = PromptCatalogue.load(cat_path, cat_bytes.decode("utf-8"))
     except OSError as exc:
         line = smap.line_of(("prompts",))
-        raise FlowLoadError([Issue(path, line, f"prompt catalogue {cat_path} unreadable: {exc.strerror}")]) from exc
+        raise FlowLoadError(
+            [Issue(path, line, f"prompt catalogue {cat_path} unreadable: {exc.strerror}")]
+        ) from exc
     except CatalogueError as exc:
         raise FlowLoadError([_issue_from_text(m, cat_path) for m in exc.messages]) from exc
     return LoadedFlow(
@@ -167,7 +169,11 @@ def validation_issues(exc: ValidationError, smap: SourceMap) -> list[Issue]:
     for err in exc.errors():
         loc = tuple(err["loc"])
         # ('nodes', 'ask', 'menu', 'choices') -> drop the union tag pydantic inserts after the id
-        clean = tuple(p for i, p in enumerate(loc) if not (i == 2 and loc[0] == "nodes" and isinstance(p, str) and p in _KINDS))
+        clean = tuple(
+            p
+            for i, p in enumerate(loc)
+            if not (i == 2 and loc[0] == "nodes" and isinstance(p, str) and p in _KINDS)
+        )
         where = ".".join(str(p) for p in clean) or "flow"
         msg = err["msg"]
         if err["type"] == "union_tag_invalid":
@@ -184,6 +190,3 @@ def _issue_from_text(message: str, default_path: Path) -> Issue:
     if line.isdigit():
         return Issue(Path(file_part), int(line), rest)
     return Issue(default_path, 1, message)
-
-
-

@@ -33,7 +33,8 @@ class ReloadEvent:
 def flow_files(flows_dir: Path) -> list[Path]:
     """Flow files of a folder: every YAML file but prompt catalogues."""
     return sorted(
-        p for p in flows_dir.glob("*.y*ml")
+        p
+        for p in flows_dir.glob("*.y*ml")
         if p.suffix in {".yaml", ".yml"} and not p.name.endswith(CATALOGUE_SUFFIX)
     )
 
@@ -41,7 +42,9 @@ def flow_files(flows_dir: Path) -> list[Path]:
 class FlowRegistry:
     """Maps a script name (`agi://host/commune`) to the flow currently in service."""
 
-    def __init__(self, flows_dir: Path, *, interval: float = 1.0, sounds_dir: Path | None = None) -> None:
+    def __init__(
+        self, flows_dir: Path, *, interval: float = 1.0, sounds_dir: Path | None = None
+    ) -> None:
         self.flows_dir = flows_dir
         self.interval = interval
         self.sounds_dir = sounds_dir
@@ -97,16 +100,23 @@ class FlowRegistry:
                 event = ReloadEvent(name, path, False, None, errors)
                 running = self._flows.get(name)
                 log.error(
-                    "flow %s rejected, %s:\n%s", path.name,
-                    f"still serving version {running.content_hash[:12]}" if running else "not served",
+                    "flow %s rejected, %s:\n%s",
+                    path.name,
+                    f"still serving version {running.content_hash[:12]}"
+                    if running
+                    else "not served",
                     "\n".join(str(i) for i in errors),
                 )
             else:
                 previous = self._flows.get(name)
                 self._flows[name] = loaded  # a new call picks this; running calls keep theirs
                 event = ReloadEvent(name, path, True, loaded.content_hash)
-                log.info("flow %s %s (version %s)", name, "reloaded" if previous else "loaded",
-                         loaded.content_hash[:12])
+                log.info(
+                    "flow %s %s (version %s)",
+                    name,
+                    "reloaded" if previous else "loaded",
+                    loaded.content_hash[:12],
+                )
             events.append(event)
         self.events.extend(events)
         return events

@@ -20,7 +20,7 @@ HANGUP_WORDS = {"h", "hangup", "q", "quit"}
 
 
 def parse_keys(entry: str, *, max_digits: int, terminator: str | None) -> Collected:
-    """One caller entry: `""` is silence, `#` alone a skip, `123#` digits ended by the terminator."""
+    """One caller entry: `""` is silence, `#` alone a skip, `123#` digits ended by `#`."""
     entry = entry.strip()
     if entry.lower() in HANGUP_WORDS:
         raise CallerHungUp

@@ -22,7 +22,9 @@ class _Loader(yaml.SafeLoader):
 
 
 _Loader.yaml_implicit_resolvers = {
-    ch: [(tag, rx) for tag, rx in resolvers if tag.rsplit(":", 1)[-1] not in {"int", "float", "bool"}]
+    ch: [
+        (tag, rx) for tag, rx in resolvers if tag.rsplit(":", 1)[-1] not in {"int", "float", "bool"}
+    ]
     for ch, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
 }
 _Loader.add_implicit_resolver(

@@ -40,10 +40,17 @@ async def crm(tmp_path: Path) -> AsyncIterator[SqlCrm]:
 
 
 async def add_citizen(crm: SqlCrm, national_number: str = NN_1985, **fields: str) -> CitizenSummary:
-    values = {"first_name": "Sofie", "last_name": "Peeters", "preferred_language": "nl",
-              "street": "Rue de la Loi 16", "postal_code": "1000", "city": "Bruxelles", **fields}
+    values = {
+        "first_name": "Sofie",
+        "last_name": "Peeters",
+        "preferred_language": "nl",
+        "street": "Rue de la Loi 16",
+        "postal_code": "1000",
+        "city": "Bruxelles",
+        **fields,
+    }
     async with session_factory(crm.engine)() as session:
-        session.add(Citizen(national_number=national_number, **values))
+        session.add(Citizen.model_validate({"national_number": national_number, **values}))
         await session.commit()
     found = await crm.find_citizen_by_national_number(national_number)
     assert found is not None

@@ -28,7 +28,10 @@ from crm_bridge.models import CallbackRecord, CallJourneyRecord, Citizen
 __all__ = ["crm_engine", "pg_url", "sqlite_engine"]
 
 PG_URL_ENV = "GUICHET_TEST_PG_URL"
-CRM_TABLES = [t.__table__ for t in (CallbackRecord, CallJourneyRecord, Citizen)]  # type: ignore[attr-defined]
+CRM_TABLES = [
+    SQLModel.metadata.tables[model.__tablename__]
+    for model in (CallbackRecord, CallJourneyRecord, Citizen)
+]
 
 
 # --- Belgian register numbers -------------------------------------------------------------

@@ -12,8 +12,9 @@ from crm_fixtures import (
     NN_1985,
     NN_2017,
 )
-from sqlalchemy import func, select, text
+from sqlalchemy import func, text
 from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlmodel import select
 
 from crm_bridge.db import normalise_url, session_factory
 from crm_bridge.models import CallbackRecord, CallJourneyRecord, Citizen
@@ -188,7 +189,7 @@ async def test_save_journey_round_trip(crm: SqlCrm) -> None:
     await crm.save_journey(journey)
     assert await crm.get_journey("call-1") == journey
     async with session_factory(crm.engine)() as session:
-        record = (await session.exec(select(CallJourneyRecord))).one()[0]
+        record = (await session.exec(select(CallJourneyRecord))).one()
     assert record.duration_s == pytest.approx(95.5)
     assert record.started_at == T0 and record.started_at.tzinfo is not None
     assert record.steps[1] == {
@@ -252,7 +253,7 @@ async def test_record_callback(crm: SqlCrm) -> None:
         )
     )
     async with session_factory(crm.engine)() as session:
-        record = (await session.exec(select(CallbackRecord))).one()[0]
+        record = (await session.exec(select(CallbackRecord))).one()
     assert (record.call_id, record.status, record.citizen_id) == ("call-9", "pending", citizen_id)
     assert record.requested_at == T0
 
@@ -261,12 +262,12 @@ async def test_record_callback_is_idempotent_on_call_id(crm: SqlCrm) -> None:
     request = CallbackRequest(call_id="call-9", flow="main", caller="0470123456", requested_at=T0)
     await crm.record_callback(request)
     async with session_factory(crm.engine)() as session, session.begin():
-        record = (await session.exec(select(CallbackRecord))).one()[0]
+        record = (await session.exec(select(CallbackRecord))).one()
         record.status = "done"  # an agent already called back
     await crm.record_callback(request)  # e.g. BufferedCrm retrying after a lost commit ack
     async with session_factory(crm.engine)() as session:
         records = (await session.exec(select(CallbackRecord))).all()
-    assert [(r[0].call_id, r[0].status) for r in records] == [("call-9", "done")]
+    assert [(r.call_id, r.status) for r in records] == [("call-9", "done")]
 
 
 async def test_deleting_a_citizen_keeps_the_anonymous_journey(crm: SqlCrm) -> None:

@@ -3,22 +3,27 @@
 from __future__ import annotations
 
 import logging
+from datetime import datetime
 from pathlib import Path
 
 import pytest
-
 from conftest import CLOSED, NN_1985, OPEN, add_citizen
+from crm_fixtures import BIS_1998, NN_2017, bad_checksum
+from flow_helpers import flow
+
 from crm_bridge.ports import CitizenSummary
 from crm_bridge.store import SqlCrm
-from flow_helpers import flow
 from ivr.engine import CallResult, run_call
 from ivr.loader import LoadedFlow
 from ivr.simulator import ScriptedLeg
-from crm_fixtures import BIS_1998, NN_2017, bad_checksum
 
 
 async def call(
-    loaded: LoadedFlow, crm: SqlCrm, *script: str, at=OPEN, caller="0470123456"
+    loaded: LoadedFlow,
+    crm: SqlCrm,
+    *script: str,
+    at: datetime = OPEN,
+    caller: str = "0470123456",
 ) -> tuple[CallResult, ScriptedLeg]:
     leg = ScriptedLeg(call_id="1795370006.1", caller=caller, script=list(script))
     result = await run_call(loaded, leg, crm, clock=lambda: at)
@@ -181,7 +186,7 @@ async def test_hangup_at_every_step_of_the_sample(
     sample: LoadedFlow, crm: SqlCrm, steps: int
 ) -> None:
     script = ["2", "1", "1", f"{NN_1985}#"][:steps]
-    result, leg = await call(sample, crm, *script)
+    result, _leg = await call(sample, crm, *script)
     if steps == 4:
         assert result.outcome == "queued"
         return
@@ -231,7 +236,7 @@ async def test_crm_outage_never_drops_the_call(
 
     broken = SqlCrm(make_engine("postgresql://guichet@127.0.0.1:9/nowhere"))
     with caplog.at_level(logging.WARNING):
-        result, _ = await call(loaded, broken)  # type: ignore[arg-type]
+        result, _ = await call(loaded, broken)
     assert result.outcome == "queued" and result.variables["GUICHET_QUEUE"] == "general"
     assert "lookup failed" in caplog.text and "journey not saved" in caplog.text
     await broken.close()

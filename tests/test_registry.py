@@ -8,10 +8,10 @@ import logging
 from pathlib import Path
 
 import pytest
-
 from conftest import OPEN
-from crm_bridge.store import SqlCrm
 from flow_helpers import write_flow
+
+from crm_bridge.store import SqlCrm
 from ivr.engine import run_call
 from ivr.registry import FlowRegistry
 from ivr.simulator import ScriptedLeg
@@ -33,7 +33,9 @@ nodes:
 """
 
 
-async def test_broken_file_never_replaces_the_running_flow(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+async def test_broken_file_never_replaces_the_running_flow(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     path = write_flow(tmp_path, GOOD, name="line")
     registry = FlowRegistry(tmp_path, interval=0)
     await registry.start()
@@ -44,9 +46,14 @@ async def test_broken_file_never_replaces_the_running_flow(tmp_path: Path, caplo
     with caplog.at_level(logging.ERROR, logger="guichet.flows"):
         (event,) = await registry.reload()
     assert not event.accepted
-    assert f"{path}:4: nodes.q.next: Extra inputs are not permitted" in [str(i) for i in event.issues]
+    assert f"{path}:4: nodes.q.next: Extra inputs are not permitted" in [
+        str(i) for i in event.issues
+    ]
     assert registry.get("line") is first
-    assert "rejected" in caplog.text and f"still serving version {first.content_hash[:12]}" in caplog.text
+    assert (
+        "rejected" in caplog.text
+        and f"still serving version {first.content_hash[:12]}" in caplog.text
+    )
 
     path.write_text(CHANGED)
     (event,) = await registry.reload()
@@ -74,12 +81,16 @@ async def test_catalogue_change_is_rechecked(tmp_path: Path) -> None:
 
 
 async def test_watcher_swaps_for_new_calls_only(tmp_path: Path, crm: SqlCrm) -> None:
-    path = write_flow(tmp_path, """
+    path = write_flow(
+        tmp_path,
+        """
 start: ask
 nodes:
   ask: {kind: menu, prompt: ask, choices: {"1": q}, fallback: q}
   q: {kind: queue, queue: "first"}
-""", name="line")
+""",
+        name="line",
+    )
     registry = FlowRegistry(tmp_path, interval=0.05)
     await registry.start()
     try:
@@ -93,7 +104,10 @@ nodes:
         loaded = registry.get("line")
         assert loaded is not None
         running = asyncio.create_task(
-            run_call(loaded, SlowCaller(call_id="old", caller="", script=["1"]), crm, clock=lambda: OPEN))
+            run_call(
+                loaded, SlowCaller(call_id="old", caller="", script=["1"]), crm, clock=lambda: OPEN
+            )
+        )
         await asyncio.sleep(0)
         path.write_text(path.read_text().replace('"first"', '"second"'))
         for _ in range(100):
@@ -105,8 +119,16 @@ nodes:
         assert new_flow is not None and new_flow is not loaded
         gate.set()
         old = await running
-        new = await run_call(new_flow, ScriptedLeg(call_id="new", caller="", script=["1"]), crm, clock=lambda: OPEN)
-        assert old.variables["GUICHET_QUEUE"] == "first" and old.journey.flow_hash == loaded.content_hash
-        assert new.variables["GUICHET_QUEUE"] == "second" and new.journey.flow_hash == new_flow.content_hash
+        new = await run_call(
+            new_flow, ScriptedLeg(call_id="new", caller="", script=["1"]), crm, clock=lambda: OPEN
+        )
+        assert (
+            old.variables["GUICHET_QUEUE"] == "first"
+            and old.journey.flow_hash == loaded.content_hash
+        )
+        assert (
+            new.variables["GUICHET_QUEUE"] == "second"
+            and new.journey.flow_hash == new_flow.content_hash
+        )
     finally:
         await registry.stop()

@@ -10,7 +10,7 @@ Miss = Literal["invalid", "timeout"] | None
 
 
 def attempt_prompts(node: MenuNode | InputNode, miss: Miss) -> list[str]:
-    """First attempt: the prompt. After a miss: the invalid/timeout prompt, then the prompt again."""
+    """First attempt: the prompt; after a miss: the invalid/timeout prompt, then the prompt."""
     if miss == "invalid":
         return [*node.invalid_prompt, *node.prompt]
     if miss == "timeout":

@@ -11,7 +11,9 @@ from ivr.validators import VALIDATORS
 async def run_input(node: InputNode, ctx: CallContext) -> str | None:
     """Collect digits, validate them, re-ask a bounded number of times; `#` alone skips."""
     validator = VALIDATORS.get(node.validator) if node.validator else None
-    sensitive = node.sensitive if node.sensitive is not None else bool(validator and validator.sensitive)
+    sensitive = (
+        node.sensitive if node.sensitive is not None else bool(validator and validator.sensitive)
+    )
     # Room for the terminator after a full-length entry, so `85073003328#` does not leak the `#`.
     max_digits = node.max_length + (1 if node.terminator else 0)
     miss: Miss = None

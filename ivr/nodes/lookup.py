@@ -19,8 +19,11 @@ async def run_lookup(node: LookupNode, ctx: CallContext) -> str | None:
     try:
         citizen = await asyncio.wait_for(_find(node, ctx), LOOKUP_TIMEOUT)
     except Exception as exc:  # a CRM outage never drops the call
-        log.warning("call %s: citizen lookup failed (%s); going on unidentified", ctx.leg.call_id,
-                    type(exc).__name__)
+        log.warning(
+            "call %s: citizen lookup failed (%s); going on unidentified",
+            ctx.leg.call_id,
+            type(exc).__name__,
+        )
         citizen = None
     if citizen is None:
         return node.not_found
