@@ -13,9 +13,27 @@ import contextlib
 import logging
 from dataclasses import dataclass
 
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
+
 from crm_bridge.ports import CallbackRequest, CallJourney, CitizenSummary, CrmPort
 
 log = logging.getLogger("guichet.crm")
+
+# Failures that go away when the database comes back; anything else would fail forever.
+TRANSIENT: tuple[type[BaseException], ...] = (
+    OperationalError,
+    InterfaceError,
+    PoolTimeout,
+    OSError,
+    TimeoutError,
+)
+
+
+def is_transient(exc: BaseException) -> bool:
+    if isinstance(exc, DBAPIError) and exc.connection_invalidated:
+        return True
+    return isinstance(exc, TRANSIENT)
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,6 +52,9 @@ class BufferedCrm:
         self.retry_max = retry_max
         self._queue: asyncio.Queue[_Write] = asyncio.Queue()
         self._task: asyncio.Task[None] | None = None
+        self.rejected: list[
+            CallJourney | CallbackRequest
+        ] = []  # kept for an operator, never retried
 
     @property
     def pending(self) -> int:
@@ -85,6 +106,15 @@ class BufferedCrm:
                 except asyncio.CancelledError:
                     raise
                 except Exception as exc:
+                    if not is_transient(exc):
+                        self.rejected.append(write.item)
+                        log.error(
+                            "CRM refused the write for call %s (%s: %s); kept aside",
+                            write.item.call_id,
+                            type(exc).__name__,
+                            exc,
+                        )
+                        break
                     log.warning(
                         "CRM write for call %s failed (%s); retrying in %.1fs",
                         write.item.call_id,

@@ -22,6 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from crm_bridge.citizens_import import ImportReport, import_citizens
 from crm_bridge.db import init_db, make_engine
 from crm_bridge.report import IvrReport, ivr_report
+from guichet.settings import get_settings
 
 citizens_app = typer.Typer(help="The citizen directory.", no_args_is_help=True)
 report_app = typer.Typer(help="Reports on IVR calls.", no_args_is_help=True)
@@ -86,11 +87,7 @@ def _zone(name: str) -> ZoneInfo:
 
 
 def _database_url(url: str | None) -> str:
-    if url:
-        return url
-    from guichet.settings import get_settings
-
-    return get_settings().database_url
+    return url or get_settings().database_url
 
 
 async def _with_engine(url: str | None, work: Callable[[AsyncEngine], Awaitable[T]]) -> T:

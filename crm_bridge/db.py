@@ -58,7 +58,12 @@ def _tune_sqlite(dbapi_connection: Any, _record: Any) -> None:
 
 
 def make_engine(url: str | URL, **kwargs: Any) -> AsyncEngine:
-    """Create the async engine for ``url`` (see `normalise_url`); extra kwargs go to SQLAlchemy."""
+    """Create the async engine for ``url`` (see `normalise_url`); extra kwargs go to SQLAlchemy.
+
+    Bound parameters are hidden from SQLAlchemy's logs and error messages by default: they
+    carry national numbers (GDPR).
+    """
+    kwargs.setdefault("hide_parameters", True)
     parsed = normalise_url(url)
     if parsed.get_backend_name() == "sqlite":
         path = _sqlite_file(parsed)

@@ -22,6 +22,7 @@ from crm_bridge.ports import (
 from crm_bridge.privacy import mask_digits_in_text
 from crm_bridge.register_number import compact
 from crm_bridge.utc import ensure_utc
+from guichet.settings import get_settings
 
 
 def _summary(citizen: Citizen) -> CitizenSummary:
@@ -119,14 +120,14 @@ class SqlCrm:
     @classmethod
     async def connect(cls, url: str | None = None, *, create_tables: bool = True) -> SqlCrm:
         """Open the store at ``url`` (default: settings' ``database_url``)."""
-        if url is None:
-            from guichet.settings import get_settings
-
-            url = get_settings().database_url
-        engine = make_engine(url)
-        if create_tables:
-            await init_db(engine)
-        return cls(engine)
+        engine = make_engine(url if url is not None else get_settings().database_url)
+        try:
+            if create_tables:
+                await init_db(engine)
+            return cls(engine)
+        except BaseException:
+            await engine.dispose()
+            raise
 
     async def close(self) -> None:
         await self.engine.dispose()

@@ -27,7 +27,6 @@ from pydantic import (
     ConfigDict,
     Field,
     ValidationError,
-    model_validator,
 )
 
 from guichet.settings import Settings, get_settings
@@ -194,19 +193,6 @@ class SiteConfig(_Model):
     fallback: Fallback = Field(default_factory=Fallback)
     moh_directory: str = Field(default="/var/lib/asterisk/moh", pattern=r"^[^\s;\"\\]+$")
 
-    @model_validator(mode="after")
-    def _unique(self) -> SiteConfig:
-        for label, values in (
-            ("agent id", [a.id for a in self.agents]),
-            ("agent extension", [a.extension for a in self.agents]),
-            ("DID number", [d.number for d in self.dids]),
-            ("transfer name", [t.name for t in self.transfers]),
-        ):
-            dupes = sorted({v for v in values if values.count(v) > 1})
-            if dupes:
-                raise ValueError(f"duplicate {label}: {', '.join(dupes)}")
-        return self
-
 
 def load_site(path: Path) -> tuple[SiteConfig, SourceMap]:
     """Parse and validate site.yaml; raises RenderError with FILE:LINE issues."""
@@ -290,6 +276,20 @@ def _check(
 
     def at_site(loc: tuple[str | int, ...], message: str) -> None:
         issues.append(Issue(site_path, smap.line_of(loc), message))
+
+    for list_name, key, items in (
+        ("agents", "id", site.agents),
+        ("agents", "extension", site.agents),
+        ("dids", "number", site.dids),
+        ("transfers", "name", site.transfers),
+    ):
+        seen: dict[str, int] = {}
+        for i, item in enumerate(items):
+            value = getattr(item, key)
+            if value in seen:
+                first = smap.line_of((list_name, seen[value], key))
+                at_site((list_name, i, key), f"duplicate {key} {value!r} (line {first})")
+            seen.setdefault(value, i)
 
     queues = flow_queues(flows)
     transfer_names = {t.name for t in site.transfers}

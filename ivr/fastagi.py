@@ -121,7 +121,7 @@ class FastAgiServer:
             name, args = parse_script(env.script)
             loaded = self._registry.get(name)
             if loaded is None:
-                log.error("call %s: no flow %r for agi_network_script %r", call_id, name, env.script)
+                log.error("call %s: no flow %r (agi_network_script %r)", call_id, name, env.script)
                 return
             leg = AgiLeg(channel, env, sounds_prefix=self._sounds_prefix)
             result = await run_call(loaded, leg, self._crm, clock=self._clock, args=args)

@@ -196,8 +196,13 @@ queue:
 """
 
 EXPECTED_QUEUES = {
-    "population-fr", "population-nl", "civil-status-fr", "civil-status-nl",
-    "cpas-fr", "cpas-nl", "cpas-en",
+    "population-fr",
+    "population-nl",
+    "civil-status-fr",
+    "civil-status-nl",
+    "cpas-fr",
+    "cpas-nl",
+    "cpas-en",
 }
 
 
@@ -301,7 +306,10 @@ def test_a_queue_added_to_a_flow_appears_after_rerendering(
     cpas.write_text(cpas.read_text() + '  urgent:\n    kind: queue\n    queue: "urgent-{lang}"\n')
     warnings: list[str] = []
     render_asterisk_config(
-        tmp_path / "out", settings=settings, flows_dir=flows_dir, site_file=site_file,
+        tmp_path / "out",
+        settings=settings,
+        flows_dir=flows_dir,
+        site_file=site_file,
         warn=warnings.append,
     )
     again = parse_conf((tmp_path / "out" / "queues.conf").read_text())
@@ -329,7 +337,8 @@ def test_a_queue_removed_from_every_flow_disappears(
     site_file.write_text(SITE.replace("civil-status-*, cpas-fr", "cpas-fr"))
     out = render(tmp_path / "out", settings, flows_dir, site_file)
     assert set(queue_sections(out["queues.conf"])) == EXPECTED_QUEUES - {
-        "civil-status-fr", "civil-status-nl",
+        "civil-status-fr",
+        "civil-status-nl",
     }
 
 
@@ -492,15 +501,18 @@ def test_moh_and_features(rendered: Rendered) -> None:
 def test_broken_flow_exits_1_and_writes_nothing(
     tmp_path: Path, flows_dir: Path, site_file: Path
 ) -> None:
-    (flows_dir / "cpas.yaml").write_text(CPAS.replace("kind: queue\n    queue: population-fr",
-                                                      "kind: queu\n    queue: population-fr"))
+    (flows_dir / "cpas.yaml").write_text(
+        CPAS.replace(
+            "kind: queue\n    queue: population-fr", "kind: queu\n    queue: population-fr"
+        )
+    )
     out = tmp_path / "out"
     result = CliRunner().invoke(
         app, ["render", "--out", str(out), "--flows-dir", str(flows_dir), "--site", str(site_file)]
     )
     assert result.exit_code == 1
-    assert f"{flows_dir / 'cpas.yaml'}:8:" in result.stderr
-    assert "unknown node kind" in result.stderr
+    assert f"{flows_dir / 'cpas.yaml'}:7: nodes.overflow: unknown node kind" in result.stderr
+    assert "nothing written" in result.stderr
     assert not out.exists()
 
 
@@ -524,8 +536,12 @@ def test_cli_renders(tmp_path: Path, flows_dir: Path, site_file: Path) -> None:
     )
     assert result.exit_code == 0, result.output
     assert sorted(p.name for p in out.iterdir()) == [
-        "extensions.conf", "features.conf", "manager.conf",
-        "musiconhold.conf", "pjsip.conf", "queues.conf",
+        "extensions.conf",
+        "features.conf",
+        "manager.conf",
+        "musiconhold.conf",
+        "pjsip.conf",
+        "queues.conf",
     ]
     assert result.stdout.split() == [str(out / n) for n in sorted(p.name for p in out.iterdir())]
 
@@ -534,11 +550,12 @@ def test_cli_renders(tmp_path: Path, flows_dir: Path, site_file: Path) -> None:
     ("change", "where", "message"),
     [
         (("flow: cpas", "flow: cpass"), ("site", 3), "names flow 'cpass'"),
-        (("cpas-fr]}", "taxes-fr]}"), ("site", 6), "no flow has a queue 'taxes-fr'"),
-        (("name: social-services", "name: social"), ("commune.yaml", 16), "'social-services'"),
-        (("extension: \"202\"", "extension: \"201\""), ("site", 5), "duplicate agent extension"),
-        (("password: s3cret-two", "password: a;b c d e f"), ("site", 6), "';'"),
-        (("name: Agent Two", "name: Agent, Two"), ("site", 6), "','"),
+        (("cpas-fr]}", "taxes-fr]}"), ("site", 7), "no flow has a queue 'taxes-fr'"),
+        (("name: social-services", "name: social"), ("commune.yaml", 18), "'social-services'"),
+        (('extension: "202"', 'extension: "201"'), ("site", 7), "duplicate extension '201'"),
+        (("password: s3cret-two", "password: 'a;b c d e f'"), ("site", 7), "';'"),
+        (("name: Agent Two", "name: 'Agent, Two'"), ("site", 7), "','"),
+        (('number: "025550000"', 'number: "022791111"'), ("site", 3), "duplicate number"),
     ],
 )
 def test_site_errors_are_located(
@@ -564,25 +581,30 @@ def test_queue_name_that_asterisk_cannot_take(
     settings: Settings, flows_dir: Path, site_file: Path
 ) -> None:
     (flows_dir / "cpas.yaml").write_text(CPAS.replace("cpas-{lang}", "cpas {lang}"))
-    site_file.write_text(SITE.replace("cpas-*", "population-fr").replace("cpas-fr", "population-nl"))
+    site_file.write_text(
+        SITE.replace("cpas-*", "population-fr").replace("cpas-fr", "population-nl")
+    )
     with pytest.raises(RenderError) as info:
         render_texts(settings=settings, flows_dir=flows_dir, site_file=site_file)
     assert [(i.path.name, i.line) for i in info.value.issues] == [("cpas.yaml", 6)] * 3
 
 
 def test_empty_flows_dir(tmp_path: Path, settings: Settings, site_file: Path) -> None:
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    (empty / "prompts.yaml").write_text(CATALOGUE)  # the catalogue is not a flow
     with pytest.raises(FlowLoadError, match="no flow files"):
-        render_texts(settings=settings, flows_dir=tmp_path, site_file=site_file)
+        render_texts(settings=settings, flows_dir=empty, site_file=site_file)
 
 
-def test_placeholder_secrets_are_warned(
-    tmp_path: Path, flows_dir: Path, site_file: Path
-) -> None:
+def test_placeholder_secrets_are_warned(tmp_path: Path, flows_dir: Path, site_file: Path) -> None:
     site_file.write_text(SITE.replace("s3cret-one", "change-me-1"))
     warnings: list[str] = []
     render_texts(
         settings=Settings(_env_file=None, asterisk_config_dir=ROOT / "asterisk-config"),
-        flows_dir=flows_dir, site_file=site_file, warn=warnings.append,
+        flows_dir=flows_dir,
+        site_file=site_file,
+        warn=warnings.append,
     )
     assert any("agent1" in w and "placeholder" in w for w in warnings)
     assert any("GUICHET_AMI_SECRET" in w for w in warnings)

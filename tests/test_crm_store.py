@@ -179,8 +179,9 @@ async def test_unknown_phone_is_not_found(crm: SqlCrm, caller: str) -> None:
 
 async def test_national_number_is_unique(crm: SqlCrm) -> None:
     await _add_citizen(crm.engine)
-    with pytest.raises(Exception, match=r"(?i)unique|duplicate"):
+    with pytest.raises(Exception, match=r"(?i)unique|duplicate") as raised:
         await _add_citizen(crm.engine, first_name="Other")
+    assert NN_1985 not in str(raised.value)  # hide_parameters: no national number in errors
 
 
 async def test_save_journey_round_trip(crm: SqlCrm) -> None:
