@@ -8,6 +8,7 @@ import shutil
 import subprocess
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 from crm_fixtures import _as_postgres, _Cluster, _start_cluster
@@ -26,7 +27,7 @@ def journey(call_id: str) -> CallJourney:
 
 def pg_ctl(cluster: _Cluster, action: str) -> None:
     options = f"-p {cluster.port} -k {cluster.root} -c listen_addresses=127.0.0.1 -c fsync=off"
-    argv = [cluster.bin_dir / "pg_ctl", "-D", cluster.data_dir, "-w", "-t", "60", "-m", "fast"]
+    argv: list[str | Path] = [cluster.bin_dir / "pg_ctl", "-D", cluster.data_dir, "-w", "-t", "60", "-m", "fast"]
     if action == "start":
         argv += ["-o", options, "-l", cluster.root / "server.log"]
     subprocess.run(_as_postgres(*argv, action), check=True, capture_output=True, timeout=90)
@@ -69,7 +70,7 @@ async def test_outage_then_recovery_stores_each_write_once(own_cluster: _Cluster
         await store.close()
 
 
-async def test_a_write_the_store_refuses_is_kept_aside_not_retried(tmp_path: object) -> None:
+async def test_a_write_the_store_refuses_is_kept_aside_not_retried(tmp_path: Path) -> None:
     store = await SqlCrm.connect(f"sqlite+aiosqlite:///{tmp_path}/crm.db")
     crm = BufferedCrm(store, retry_initial=0.05)
     await crm.start()
@@ -80,7 +81,7 @@ async def test_a_write_the_store_refuses_is_kept_aside_not_retried(tmp_path: obj
         await crm.save_journey(naive)
         await crm.save_journey(journey("after"))
         await asyncio.wait_for(crm.flush(), 10)
-        assert [j.call_id for j in crm.rejected] == ["naive"]  # type: ignore[union-attr]
+        assert [j.call_id for j in crm.rejected] == ["naive"]
         assert await store.get_journey("after") is not None
     finally:
         await crm.stop()
