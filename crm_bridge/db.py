@@ -8,10 +8,10 @@ from typing import Any
 from sqlalchemy import event
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
-from sqlmodel import SQLModel
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from crm_bridge import models  # noqa: F401  (registers the tables on SQLModel.metadata)
+# Registers every table on SQLModel.metadata.
+from crm_bridge import case_models, models  # noqa: F401
 
 SQLITE_BUSY_TIMEOUT_MS = 5000
 
@@ -77,13 +77,13 @@ def make_engine(url: str | URL, **kwargs: Any) -> AsyncEngine:
 
 
 async def init_db(engine: AsyncEngine) -> None:
-    """Create missing tables.
+    """Bring the schema to the latest migration (the name predates Alembic; kept for callers).
 
-    Stop-gap: Alembic migrations replace this in a later issue; create_all never alters
-    an existing table.
+    See `crm_bridge.migrations.upgrade_db`.
     """
-    async with engine.begin() as conn:
-        await conn.run_sync(SQLModel.metadata.create_all)
+    from crm_bridge.migrations import upgrade_db  # the migrations import this module
+
+    await upgrade_db(engine)
 
 
 def session_factory(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:

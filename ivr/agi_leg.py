@@ -21,6 +21,7 @@ from ivr.agi_protocol import (
     AgiResponse,
     ConnectionLost,
     arg,
+    excerpt,
     quote,
 )
 from ivr.leg import DTMF_DIGITS, CallerHungUp, Collected
@@ -34,6 +35,16 @@ log = logging.getLogger("guichet.agi")
 _NO_CALLER_ID = {"", "unknown", "anonymous"}
 _VARIABLE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\([A-Za-z0-9_,]*\))?")
 _LANGUAGE = re.compile(r"[a-z]{2,3}(_[A-Za-z]{2,4})?")
+
+
+class _MissingAudio(Exception):
+    """Asterisk could not open a prompt file: it answers `200 result=-1 endpos=0`, the very
+    answer a hang-up gives. A `WAIT FOR DIGIT 1` probe tells them apart (a dead channel
+    answers 511); the call goes on without that prompt instead of being dropped."""
+
+    def __init__(self, key: str) -> None:
+        super().__init__(key)
+        self.key = key  # a digit the caller pressed during the probe, or ""
 
 
 class AgiLeg:
@@ -85,8 +96,14 @@ class AgiLeg:
         head = prompts[:-1] if get_data else prompts
         barged = await self._stream(head, DTMF_DIGITS)
         if barged is None and get_data:
-            response = await self._media(f"GET DATA {self._file(prompts[-1])} {ms} {max_digits}")
-            return _get_data_result(response, max_digits)
+            try:
+                response = await self._media(
+                    f"GET DATA {self._file(prompts[-1])} {ms} {max_digits}", plays_file=True
+                )
+            except _MissingAudio as missing:
+                barged = missing.key
+            else:
+                return _get_data_result(response, max_digits)
         return await self._wait_for_digits(barged or "", max_digits, ms, terminator)
 
     async def set_variable(self, name: str, value: str) -> None:
@@ -100,7 +117,9 @@ class AgiLeg:
         await self._set("CHANNEL(language)", lang)
 
     async def hand_off(self, result: CallResult) -> None:
-        """Nothing to send: closing the socket lets the dialplan go on (Queue...)."""
+        """Give the channel back to the dialplan (Queue...) now: closing the socket is all it
+        takes, and the caller must not wait while the engine then stores the journey."""
+        await self._channel.close()
         log.debug("call %s: handed back to the dialplan (%s)", self.call_id, result.outcome)
 
     async def hangup(self) -> None:
@@ -114,10 +133,17 @@ class AgiLeg:
     async def _stream(self, prompts: Sequence[Prompt], escape_digits: str) -> str | None:
         """STREAM FILE each prompt; the first key that barges in stops the rest."""
         for prompt in prompts:
-            response = await self._media(f"STREAM FILE {self._file(prompt)} {quote(escape_digits)}")
+            try:
+                response = await self._media(
+                    f"STREAM FILE {self._file(prompt)} {quote(escape_digits)}", plays_file=True
+                )
+            except _MissingAudio as missing:
+                if missing.key and missing.key in escape_digits:
+                    return missing.key
+                continue
             key = response.result_int()
             if key is None:
-                raise AgiProtocolError(f"STREAM FILE answered {response.raw!r}")
+                raise AgiProtocolError(f"STREAM FILE answered {excerpt(response.raw)}")
             if key > 0:
                 return _key(key, response)
         return None
@@ -137,16 +163,30 @@ class AgiLeg:
             response = await self._media(f"WAIT FOR DIGIT {ms}")
             code = response.result_int()
             if code is None:
-                raise AgiProtocolError(f"WAIT FOR DIGIT answered {response.raw!r}")
+                raise AgiProtocolError(f"WAIT FOR DIGIT answered {excerpt(response.raw)}")
             if code == 0:
                 return Collected(digits, timed_out=True)
             key = _key(code, response)
 
-    async def _media(self, line: str) -> AgiResponse:
+    async def _media(self, line: str, *, plays_file: bool = False) -> AgiResponse:
         """A command that needs a live channel: refused locally once the caller is gone."""
         if self.hung_up:
             raise CallerHungUp
         response = await self._send(line)
+        # A missing file answers `result=-1 endpos=0` (STREAM FILE) or `result=-1` (GET DATA);
+        # a hang-up during playback has played something (endpos > 0) and is then plain.
+        unopened = response.endpos in (None, 0)
+        if plays_file and response.ok and response.result == "-1" and unopened and not self.hung_up:
+            probe = await self._send("WAIT FOR DIGIT 1")
+            if probe.ok and probe.result not in (None, "-1") and not self.hung_up:
+                code = probe.result_int() or 0
+                log.error(
+                    "call %s: prompt audio missing or unreadable on the PBX: %s",
+                    self.call_id,
+                    line.split(" ", 3)[2],
+                )
+                raise _MissingAudio(chr(code) if 0 < code < 128 else "")
+            response = probe
         if response.dead_channel or (response.ok and response.result == "-1"):
             self._dead = True
             log.info("call %s: caller hung up", self.call_id)
@@ -177,7 +217,7 @@ def _key(code: int, response: AgiResponse) -> str:
     """The DTMF key of an answer's ASCII code (`200 result=50` is `2`)."""
     key = chr(code) if 0 < code < 128 else ""
     if not key or key not in DTMF_DIGITS:
-        raise AgiProtocolError(f"not a DTMF key in {response.raw!r}")
+        raise AgiProtocolError(f"not a DTMF key in {excerpt(response.raw)}")
     return key
 
 
@@ -186,7 +226,7 @@ def _get_data_result(response: AgiResponse, max_digits: int) -> Collected:
     entry; fewer digits than asked without a timeout means `#` ended the entry."""
     digits = response.result or ""
     if any(ch not in DTMF_DIGITS for ch in digits):
-        raise AgiProtocolError(f"GET DATA answered {response.raw!r}")
+        raise AgiProtocolError(f"GET DATA answered {excerpt(response.raw)}")
     if response.timeout:
         return Collected(digits, timed_out=True)
     return Collected(digits, terminated=len(digits) < max_digits)

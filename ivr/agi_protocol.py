@@ -28,6 +28,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from urllib.parse import parse_qsl, unquote
 
+from crm_bridge.privacy import mask_digits_in_text
+
 # An Asterisk 22 environment is ~600 bytes; AGI() arguments (agi_arg_N) add a little.
 MAX_ENV_BYTES = 16 * 1024
 ENV_TIMEOUT = 10.0  # seconds for the whole environment: Asterisk sends it at once
@@ -126,7 +128,7 @@ async def read_environment(
                     return AgiEnvironment(values)
                 key, sep, value = line.decode(_ENCODING, "replace").partition(":")
                 if not sep or not key or " " in key:
-                    raise AgiProtocolError(f"not an agi_* environment line: {line[:60]!r}")
+                    raise AgiProtocolError(f"not an agi_* environment line: {excerpt(line)}")
                 values[key] = value.removeprefix(" ")
     except TimeoutError:
         raise AgiProtocolError(f"no complete agi_* environment within {timeout:g} s") from None
@@ -179,7 +181,7 @@ def parse_response(line: str) -> AgiResponse:
     `usage` empty; `AgiChannel` reads the usage lines that follow it."""
     status = _STATUS.fullmatch(line)
     if status is None:
-        raise AgiProtocolError(f"not an AGI response: {line[:80]!r}")
+        raise AgiProtocolError(f"not an AGI response: {excerpt(line)}")
     code, rest = int(status["code"]), status["rest"]
     if code != 200:
         return AgiResponse(code=code, message=rest, raw=line)
@@ -201,6 +203,12 @@ def parse_response(line: str) -> AgiResponse:
         raw=line,
         extra=extra,
     )
+
+
+def excerpt(wire: str | bytes) -> str:
+    """Wire text for an error message: short, national numbers masked (errors get logged)."""
+    text = wire.decode(_ENCODING, "replace") if isinstance(wire, bytes) else wire
+    return repr(mask_digits_in_text(text[:80]))
 
 
 def quote(value: str) -> str:

@@ -97,9 +97,9 @@ async def run_call(
         journey=journey,
         citizen=ctx.citizen,
     )
-    if not gone and not ctx.hangup_requested:
-        with contextlib.suppress(CallerHungUp):
-            await leg.hand_off(result)
+    # Release the call before storing anything: the caller must not wait on the database.
+    with contextlib.suppress(CallerHungUp):
+        await leg.hand_off(result)
     try:
         await crm.save_journey(journey)
     except Exception as exc:

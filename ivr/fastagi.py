@@ -83,7 +83,12 @@ class FastAgiServer:
         self._server = await asyncio.start_server(
             self._handle, self._host, self._port, backlog=BACKLOG, limit=LINE_LIMIT
         )
-        log.info("FastAGI listening on %s:%d", self._host, self.port)
+        log.debug("FastAGI listening on %s:%d", self._host, self.port)
+
+    async def wait_idle(self) -> None:
+        """Return once no call is running (journeys of finished calls included)."""
+        while self._calls:
+            await asyncio.wait(set(self._calls))
 
     async def stop(self, grace: float = STOP_GRACE) -> None:
         """Stop accepting, give running calls `grace` seconds, then cut the rest (their

@@ -1,5 +1,7 @@
-"""Shared FastAGI test fixtures: a CRM on a temporary SQLite file, the flow registries, a
-FastAGI server on a free loopback port, and a harness running an `AgiLeg` against a peer.
+"""Shared FastAGI test fixtures: the flow registry (sample `commune` flow plus a `replay`
+flow matching the recordings), a FastAGI server on a free loopback port, and a harness
+running an `AgiLeg` against a peer. The `crm` fixture (SqlCrm on a temporary SQLite file)
+comes from `tests/conftest.py`.
 
 Registered as a pytest plugin from `tests/conftest.py` (`pytest_plugins = ["agi_fixtures"]`).
 """
@@ -18,7 +20,6 @@ from zoneinfo import ZoneInfo
 import pytest
 from agi_peer import AsteriskPeer, Transcript
 
-from crm_bridge.db import init_db, make_engine
 from crm_bridge.store import SqlCrm
 from ivr.agi_leg import AgiLeg
 from ivr.agi_protocol import AgiChannel, read_environment
@@ -28,11 +29,13 @@ from ivr.registry import FlowRegistry
 ROOT = Path(__file__).resolve().parent.parent
 HOST = "127.0.0.1"
 SOUNDS_PREFIX = "guichet"
-# The recordings of /work/shared/asterisk; GUICHET_TRANSCRIPTS points elsewhere (a vendored copy).
+# The Asterisk 22 recordings: `shared/asterisk` beside the clone (as in CI), a vendored
+# `asterisk/`, or wherever GUICHET_TRANSCRIPTS points.
+_TRANSCRIPT_DIRS = (ROOT / "asterisk", ROOT.parent / "shared" / "asterisk",
+                    Path("/work/shared/asterisk"))
 TRANSCRIPTS = Path(
     os.environ.get("GUICHET_TRANSCRIPTS")
-    or next((p for p in (ROOT / "asterisk", Path("/work/shared/asterisk")) if p.is_dir()),
-            ROOT / "asterisk")
+    or next((p for p in _TRANSCRIPT_DIRS if p.is_dir()), _TRANSCRIPT_DIRS[0])
 )
 # Monday 23 November 2026, 10:00 in Brussels: the sample flow's desks are open.
 OPEN_HOURS = datetime(2026, 11, 23, 10, 0, tzinfo=ZoneInfo("Europe/Brussels"))
@@ -43,10 +46,11 @@ def open_clock() -> datetime:
 
 
 def transcript(name: str) -> Transcript:
-    """A recorded session by scenario folder, or skip when the recordings are not here."""
+    """A recorded session by scenario folder. Missing recordings fail the test: the suite's
+    claims about Asterisk rest on them (CI has them in ../shared/asterisk)."""
     path = TRANSCRIPTS / name / "agi.log"
     if not path.is_file():
-        pytest.skip(f"Asterisk recordings not found at {TRANSCRIPTS} (set GUICHET_TRANSCRIPTS)")
+        pytest.fail(f"Asterisk recordings not found at {TRANSCRIPTS} (set GUICHET_TRANSCRIPTS)")
     return Transcript.load(path)
 
 
@@ -98,16 +102,6 @@ def make_flows_dir(target: Path) -> Path:
     (target / "replay-prompts.yaml").write_text("\n".join(lines) + "\n")
     (target / "replay.yaml").write_text(REPLAY_FLOW)
     return target
-
-
-@pytest.fixture
-async def crm(tmp_path: Path) -> AsyncIterator[SqlCrm]:
-    """The built-in CRM store on a temporary SQLite file."""
-    engine = make_engine(f"sqlite+aiosqlite:///{tmp_path / 'crm.db'}")
-    await init_db(engine)
-    store = SqlCrm(engine)
-    yield store
-    await store.close()
 
 
 @pytest.fixture

@@ -19,6 +19,7 @@ A peer never closes the socket itself: it records whether and when the server di
 from __future__ import annotations
 
 import asyncio
+import functools
 import re
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
@@ -194,6 +195,12 @@ def verb_of(line: str) -> str:
     return words[0] if words else ""
 
 
+@functools.lru_cache(maxsize=4096)
+def _split(line: str) -> tuple[str, tuple[str, ...]]:
+    """(verb, args) of a command line; cached: a load test sends the same lines again and again."""
+    return verb_of(line), tuple(parse_args(line))
+
+
 def documented_answer(verb: str, args: Sequence[str], *, dead: bool) -> list[bytes]:
     """What Asterisk answers when no caller action or recording says otherwise.
 
@@ -244,9 +251,12 @@ DelayFn = Callable[[int, str], float]
 class AsteriskPeer:
     """The Asterisk side of one FastAGI session; subclasses decide the live answers."""
 
-    def __init__(self, env: bytes, *, delay: DelayFn | None = None) -> None:
+    def __init__(
+        self, env: bytes, *, delay: DelayFn | None = None, watch_close: bool = True
+    ) -> None:
         self.env = env
         self.delay = delay
+        self.watch_close = watch_close  # notice the server's close while delaying an answer
         self.commands: list[str] = []
         self.answers: list[list[bytes]] = []
         self.wire: list[tuple[str, bytes]] = []  # (`<<` command | `>>` line), in wire order
@@ -258,6 +268,7 @@ class AsteriskPeer:
         self.closed_by_server = False
         self.closed_at: float | None = None
         self.partial: bytes = b""  # an unterminated command line before EOF (a server bug)
+        self.unanswered: list[bytes] = []  # commands sent before the previous answer (a bug)
         self.connected_at = 0.0
         self._pending: _PendingHangup | None = None
         self._last_write = 0.0
@@ -289,7 +300,7 @@ class AsteriskPeer:
 
     async def _converse(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         loop = asyncio.get_running_loop()
-        if not await self._write(writer, [self.env]):
+        if not await self._write(writer, [self.env], record=False):
             return
         while True:
             raw = await self._next_command(reader, writer)
@@ -309,8 +320,8 @@ class AsteriskPeer:
                         return
                 else:
                     pending.after_commands -= 1
-            args = parse_args(line)
-            verb = verb_of(line)
+            verb, parsed = _split(line)
+            args = list(parsed)
             if verb == "SET VARIABLE" and len(args) >= 4:
                 self.variables[args[2]] = args[3]
             if self.dead:
@@ -320,8 +331,8 @@ class AsteriskPeer:
             wait = answer.delay if answer.delay is not None else (
                 self.delay(index, verb) if self.delay else 0.0
             )
-            if wait > 0:
-                await asyncio.sleep(wait)
+            if wait > 0 and not await self._pause(reader, wait):
+                return
             self.answers.append(answer.lines)
             if not await self._write(writer, answer.lines):
                 return
@@ -332,6 +343,28 @@ class AsteriskPeer:
                 self._pending = _PendingHangup(
                     answer.hangup_line_after, None if due is None else loop.time() + due
                 )
+
+    async def _pause(self, reader: asyncio.StreamReader, seconds: float) -> bool:
+        """Wait before answering (a prompt playing, a caller typing); False if the server
+        closed meanwhile. Asterisk watches the socket during playback too."""
+        if not self.watch_close:
+            await asyncio.sleep(seconds)
+            return True
+        loop = asyncio.get_running_loop()
+        until = loop.time() + seconds
+        while (left := until - loop.time()) > 0:
+            try:
+                self.unanswered.append(await asyncio.wait_for(reader.readuntil(b"\n"), left))
+            except TimeoutError:
+                break
+            except asyncio.IncompleteReadError as exc:
+                self.partial = exc.partial
+                self._closed()
+                return False
+            except (ConnectionError, OSError):
+                self._closed()
+                return False
+        return True
 
     async def _next_command(
         self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
@@ -357,13 +390,15 @@ class AsteriskPeer:
                 self._closed()
                 return None
 
-    async def _write(self, writer: asyncio.StreamWriter, lines: list[bytes]) -> bool:
+    async def _write(
+        self, writer: asyncio.StreamWriter, lines: list[bytes], *, record: bool = True
+    ) -> bool:
         try:
             for line in lines:
                 if line == HANGUP:
                     self.hangup_lines += 1
                 writer.write(line)
-                if line != self.env:
+                if record:
                     self.wire.append((">>", line))
             await writer.drain()
         except (ConnectionError, OSError):
@@ -476,12 +511,14 @@ class ScriptedPeer(AsteriskPeer):
         self, actions: Sequence[Action] = (), *, env: bytes | None = None,
         script: str = "commune", uniqueid: str = "1795370006.1", callerid: str = "0470123456",
         delay: DelayFn | None = None, hangup_line_delay: float | None = None,
+        watch_close: bool = True,
     ) -> None:
         super().__init__(
             env if env is not None else asterisk_env(
                 script=script, uniqueid=uniqueid, callerid=callerid
             ),
             delay=delay,
+            watch_close=watch_close,
         )
         self.hangup_at: int | None = None
         self.hangup_line_delay = hangup_line_delay

@@ -13,6 +13,8 @@ from pathlib import Path
 
 import pytest
 
+pytest_plugins = ["agi_fixtures"]
+
 _TMP = tempfile.mkdtemp(prefix="guichet-tests-")
 os.environ["DATABASE_URL"] = f"sqlite+aiosqlite:///{_TMP}/default.db"
 os.environ.pop("GUICHET_DATABASE_URL", None)

@@ -20,7 +20,7 @@ from agi_peer import (
 )
 
 from ivr.agi_leg import AgiLeg
-from ivr.agi_protocol import AgiChannel, AgiCommandError, read_environment
+from ivr.agi_protocol import AgiChannel, AgiCommandError, AgiProtocolError, read_environment
 from ivr.leg import CallerHungUp, Collected
 from ivr.prompts import Prompt
 
@@ -60,6 +60,43 @@ async def test_prompt_hangup_and_dead_channel() -> None:
         assert len(run.peer.commands) == 1  # the second prompt was never sent
 
 
+async def test_missing_prompt_file_is_not_a_hangup() -> None:
+    """`200 result=-1 endpos=0` is also what a missing file gives; the probe tells them apart."""
+    run = await run_leg(
+        ReplyPeer([b"200 result=-1 endpos=0\n", b"200 result=0\n"]), lambda leg: leg.play(WELCOME)
+    )
+    assert run.error is None and run.result is None
+    assert run.peer.commands == [
+        f"STREAM FILE guichet/fr/welcome {ESC}",
+        "WAIT FOR DIGIT 1",
+        f"STREAM FILE guichet/nl/welcome {ESC}",
+    ]
+
+
+async def test_hangup_at_the_start_of_a_prompt_is_still_a_hangup() -> None:
+    run = await run_leg(
+        ReplyPeer([b"200 result=-1 endpos=0\n", DEAD_CHANNEL_ANSWER]), lambda leg: leg.play(WELCOME)
+    )
+    assert isinstance(run.error, CallerHungUp)
+    assert run.peer.commands == [f"STREAM FILE guichet/fr/welcome {ESC}", "WAIT FOR DIGIT 1"]
+
+
+async def test_missing_get_data_prompt_still_collects_digits() -> None:
+    replies = [
+        b"200 result=0 endpos=100\n",
+        b"200 result=-1\n",
+        b"200 result=50\n",
+        b"200 result=35\n",
+    ]
+    run = await run_leg(ReplyPeer(replies), collect_nrn)
+    assert run.result == Collected("2", terminated=True)
+    assert run.peer.commands[1:] == [
+        "GET DATA guichet/nl/national_number_request 7000 12",
+        "WAIT FOR DIGIT 1",
+        "WAIT FOR DIGIT 7000",
+    ]
+
+
 # --- collect -----------------------------------------------------------------------------
 
 
@@ -94,9 +131,10 @@ async def test_get_data_answers(reply: bytes, expected: Collected) -> None:
 async def test_key_barged_into_an_earlier_prompt_continues_with_wait_for_digit() -> None:
     run = await run_leg(ScriptedPeer([Press("85073#", barge=True)]), collect_nrn)
     assert run.result == Collected("85073", terminated=True)
-    assert run.peer.commands == [f"STREAM FILE guichet/nl/national_number_invalid {ESC}"] + [
-        "WAIT FOR DIGIT 7000"
-    ] * 5
+    assert (
+        run.peer.commands
+        == [f"STREAM FILE guichet/nl/national_number_invalid {ESC}"] + ["WAIT FOR DIGIT 7000"] * 5
+    )
 
 
 async def test_hash_barging_in_is_a_skip() -> None:
@@ -156,11 +194,14 @@ async def test_hangup_while_typing_then_only_set_variable_goes_out() -> None:
     assert peer.commands == [
         f"STREAM FILE guichet/nl/national_number_invalid {ESC}",
         "GET DATA guichet/nl/national_number_request 7000 12",
+        "WAIT FOR DIGIT 1",  # `result=-1` may be a missing file: the probe gets 511
         'SET VARIABLE GUICHET_OUTCOME "hangup"',
     ]
-    assert peer.wire[-3:] == [
+    assert peer.wire[-5:] == [
+        ("<<", b"WAIT FOR DIGIT 1\n"),
+        (">>", b"HANGUP\n"),  # the asynchronous line, before the probe's own answer
+        (">>", DEAD_CHANNEL_ANSWER),
         ("<<", b'SET VARIABLE GUICHET_OUTCOME "hangup"\n'),
-        (">>", b"HANGUP\n"),
         (">>", b"200 result=1\n"),
     ]
     assert peer.variables["GUICHET_OUTCOME"] == "hangup"
@@ -193,13 +234,20 @@ async def test_set_variable_is_quoted_and_cannot_inject() -> None:
         "SET VARIABLE CHANNEL(language) nl",
     ]
     assert run.peer.variables == {
-        "GUICHET_LANG": "nl", "GUICHET_NOTE": 'a "b" HANGUP', "CHANNEL(language)": "nl",
+        "GUICHET_LANG": "nl",
+        "GUICHET_NOTE": 'a "b" HANGUP',
+        "CHANNEL(language)": "nl",
     }
 
 
 @pytest.mark.parametrize(
-    "call", [("set_variable", "BAD NAME", "x"), ("set_variable", "A\nB", "x"),
-             ("set_language", "nl extra"), ("set_language", "NL\n")],
+    "call",
+    [
+        ("set_variable", "BAD NAME", "x"),
+        ("set_variable", "A\nB", "x"),
+        ("set_language", "nl extra"),
+        ("set_language", "NL\n"),
+    ],
 )
 async def test_bad_names_are_refused_before_the_wire(call: tuple[str, ...]) -> None:
     async def body(leg: AgiLeg) -> None:
@@ -225,8 +273,9 @@ async def test_our_hangup() -> None:
 
 
 async def test_unknown_command_answer_is_an_error_not_a_hangup() -> None:
-    run = await run_leg(ReplyPeer([b"510 Invalid or unknown command\n"]),
-                        lambda leg: leg.play(WELCOME))
+    run = await run_leg(
+        ReplyPeer([b"510 Invalid or unknown command\n"]), lambda leg: leg.play(WELCOME)
+    )
     assert isinstance(run.error, AgiCommandError)
 
 
@@ -240,8 +289,7 @@ async def test_hangup_line_before_a_prompt_answer() -> None:
 
 @pytest.mark.parametrize(
     ("callerid", "expected"),
-    [("0470123456", "0470123456"), ("unknown", ""), ("anonymous", ""), ("Anonymous", ""),
-     ("", "")],
+    [("0470123456", "0470123456"), ("unknown", ""), ("anonymous", ""), ("Anonymous", ""), ("", "")],
 )
 async def test_call_id_and_caller(callerid: str, expected: str) -> None:
     env = asterisk_env(uniqueid="1795370350.1", callerid=callerid)
@@ -278,3 +326,12 @@ async def test_connection_lost_is_a_hangup_for_every_command() -> None:
     server.close()
     await server.wait_closed()
     assert results == ["hung up", "hung up"]
+
+
+async def test_a_garbled_entry_is_an_error_that_does_not_show_the_number() -> None:
+    async def body(leg: AgiLeg) -> Collected:
+        return await leg.collect(NRN[-1:], max_digits=12, timeout=7)
+
+    run = await run_leg(ReplyPeer([b"200 result=85073003328A\n"]), body)
+    assert isinstance(run.error, AgiProtocolError)
+    assert "85073003328" not in str(run.error)
