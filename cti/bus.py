@@ -30,6 +30,10 @@ log = logging.getLogger("guichet.cti.bus")
 DEFAULT_CHANNEL = "guichet:cti:events"
 
 
+class SubscriptionClosed(Exception):
+    """The subscription was closed."""
+
+
 class Subscription:
     """An async iterator of events for one consumer; `close()` (or `async with`) ends it."""
 
@@ -48,18 +52,31 @@ class Subscription:
         self._queue.put_nowait(event)
 
     async def get(self) -> Event:
+        """The next event; SubscriptionClosed once closed and emptied."""
+        if self.closed and self._queue.empty():
+            raise SubscriptionClosed
         event = await self._queue.get()
         if event is None:
-            raise StopAsyncIteration
+            raise SubscriptionClosed
         return event
+
+    def pending(self) -> list[Event]:
+        """The events already delivered, without waiting."""
+        out: list[Event] = []
+        while not self._queue.empty():
+            event = self._queue.get_nowait()
+            if event is not None:
+                out.append(event)
+        return out
 
     def __aiter__(self) -> AsyncIterator[Event]:
         return self
 
     async def __anext__(self) -> Event:
-        if self.closed and self._queue.empty():
-            raise StopAsyncIteration
-        return await self.get()
+        try:
+            return await self.get()
+        except SubscriptionClosed:
+            raise StopAsyncIteration from None
 
     def close(self) -> None:
         if not self.closed:
@@ -165,7 +182,7 @@ class RedisBus(EventBus):
                 event = from_json(message["data"])
             except ValueError as exc:
                 self.bad_messages += 1
-                log.warning("Redis bus: message dropped: %s", exc)
+                log.warning("Redis bus: message dropped: %s", str(exc).splitlines()[0])
                 continue
             self._deliver(event)
 

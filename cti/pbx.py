@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from cti.ami import ActionValue, AmiClient, AmiError, AmiMessage
+from ivr.variables import EXPORTED
 
 SpyMode = Literal["listen", "whisper", "barge"]
 # ChanSpy options: q quiet (no beep), b only bridged channels, E end when the spied channel
@@ -151,9 +152,9 @@ class Pbx:
         queue would not be involved anyway) and, when it answers, dial `number` through
         `context`. GUICHET_CALL_ID (and GUICHET_CASE_ID) ride on the agent's channel, so the
         CTI ties the call to the case; `call_id` is also the idempotency key."""
-        variables = {"GUICHET_CALL_ID": call_id}
+        variables = {EXPORTED["call_id"]: call_id}
         if case_id:
-            variables = {"GUICHET_CASE_ID": case_id, **variables}
+            variables = {EXPORTED["case_id"]: case_id, **variables}
         return await self.originate(
             phone,
             exten=number,
@@ -183,14 +184,19 @@ class Pbx:
         `Success` is no proof (see the module docstring)."""
         await self._do({"Action": "Atxfer", "Channel": channel, "Exten": exten, "Context": context})
 
-    async def hold(self, endpoint: str) -> None:
-        """Ask the agent's phone (PJSIP endpoint name, e.g. `agent1`) to hold its call."""
-        await self._notify(endpoint, "hold")
+    async def hold(self, phone: str) -> None:
+        """Ask the agent's phone (`PJSIP/agent1`, the member's state interface, or the
+        endpoint name `agent1`) to hold its call."""
+        await self._notify(phone, "hold")
 
-    async def unhold(self, endpoint: str) -> None:
-        await self._notify(endpoint, "talk")
+    async def unhold(self, phone: str) -> None:
+        await self._notify(phone, "talk")
 
-    async def _notify(self, endpoint: str, event: str) -> None:
+    async def _notify(self, phone: str, event: str) -> None:
+        tech, _, name = phone.partition("/")
+        if name and tech.upper() != "PJSIP":
+            raise ValueError(f"{phone}: phone-side hold needs a PJSIP endpoint")
+        endpoint = name or phone
         await self._do(
             {"Action": "PJSIPNotify", "Endpoint": endpoint, "Variable": [f"Event={event}"]}
         )

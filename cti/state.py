@@ -43,6 +43,7 @@ from cti.events import (
     RingWithdrawn,
 )
 from cti.snapshot import SnapChannel, Snapshot, chanvars, flag, interface_of, number, text
+from ivr.variables import EXPORTED, channel_variable
 
 # Device states in QueueMemberStatus/QueueMember `Status` (enum ast_device_state).
 NOT_INUSE, INUSE, BUSY, INVALID, UNAVAILABLE, RINGING, RINGINUSE, ONHOLD = 1, 2, 3, 4, 5, 6, 7, 8
@@ -73,7 +74,13 @@ EVENTS = (
     "QueueMemberRemoved",
     "QueueMemberPenalty",
 )
-VARSET_FILTER = "\r\nVariable: GUICHET_"
+# The channel variables Guichet sets (ivr.variables: one list for the AGI leg, manager.conf
+# channelvars and us); only the citizen's channel carries values.
+CALL_ID, CASE_ID, LANG, REQUEST_TYPE, QUEUE = (
+    EXPORTED[k] for k in ("call_id", "case_id", "lang", "request_type", "queue")
+)
+PREFIX = channel_variable("")  # "GUICHET_", the prefix of every flow variable
+VARSET_FILTER = f"\r\nVariable: {PREFIX}"
 
 
 def _timestamp(headers: Mapping[str, Any], default: float) -> float:
@@ -131,7 +138,7 @@ class Call:
 
     @property
     def call_id(self) -> str:
-        return self.vars.get("GUICHET_CALL_ID") or self.uniqueid
+        return self.vars.get(CALL_ID) or self.uniqueid
 
 
 @dataclass
@@ -269,9 +276,9 @@ class CtiState:
             "call_id": call.call_id,
             "linked_id": call.linked_id,
             "channel": call.channel,
-            "case_id": v.get("GUICHET_CASE_ID") or None,
-            "lang": v.get("GUICHET_LANG") or None,
-            "request_type": v.get("GUICHET_REQUEST_TYPE") or None,
+            "case_id": v.get(CASE_ID) or None,
+            "lang": v.get(LANG) or None,
+            "request_type": v.get(REQUEST_TYPE) or None,
             "queue": call.queue,
         }
 
@@ -312,7 +319,7 @@ class CtiState:
         chan.vars.update(chanvars(h))
 
     def _varset(self, h: Mapping[str, Any], at: float) -> None:
-        if not text(h, "Variable").startswith("GUICHET_"):
+        if not text(h, "Variable").startswith(PREFIX):
             return
         chan = self.channels.get(text(h, "Uniqueid"))
         if chan is not None:
@@ -700,6 +707,7 @@ class CtiState:
         }
         self._reconcile_members(snap)
         by_uid = {c.uniqueid: c for c in snap.channels}
+        self._legs = {uid: agent for uid, agent in self._legs.items() if uid in by_uid}
         queued = {e.uniqueid: e for e in snap.entries}
         # calls waiting in a queue
         for entry in snap.entries:
@@ -740,7 +748,7 @@ class CtiState:
                 continue
             connected.add(chan.uniqueid)
             call = self._snap_call(chan.uniqueid, chan.name, chan)
-            call.queue = chan.vars.get("GUICHET_QUEUE") or chan.app_data.split(",")[0] or call.queue
+            call.queue = chan.vars.get(QUEUE) or chan.app_data.split(",")[0] or call.queue
             if call.agent_uniqueid != leg.uniqueid:
                 self._resync_answer(call, leg.uniqueid, leg.name, at)
         # calls that went on without us

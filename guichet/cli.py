@@ -7,6 +7,7 @@ from typing import Annotated
 import typer
 
 from audio.cli import app as audio_app
+from console.cli import users_app
 from crm_bridge.cli import citizens_app, report_app
 from guichet.asterisk_render import app as asterisk_app
 from ivr.cli import app as flow_app

@@ -7,9 +7,12 @@ import logging
 
 import uvicorn
 
-from console.app import create_app
+from console.deps import ConsoleConfig
+from console.factory import create_console_app
+from console.push import PushHub
 from crm_bridge.buffered import BufferedCrm
 from crm_bridge.store import SqlCrm
+from crm_bridge.users import UserService
 from guichet.logging_setup import setup_logging
 from guichet.settings import Settings, get_settings
 from ivr.fastagi import FastAgiServer
@@ -43,9 +46,21 @@ async def serve(
         agi.port,
         ", ".join(registry.names()) or "none",
     )
+    hub = PushHub(
+        replay_size=settings.ws_replay_size,
+        replay_age=settings.ws_replay_age,
+        queue_size=settings.ws_queue_size,
+    )
+    app = create_console_app(
+        engine=store.engine,
+        users=UserService(store.engine),
+        hub=hub,
+        registry=registry,
+        config=ConsoleConfig.from_settings(settings),
+    )
     console = uvicorn.Server(
         uvicorn.Config(
-            create_app(registry),
+            app,
             host=settings.console_host,
             port=settings.console_port if console_port is None else console_port,
             log_level=settings.log_level.lower(),

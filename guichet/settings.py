@@ -5,7 +5,7 @@ from __future__ import annotations
 from functools import lru_cache
 from pathlib import Path
 
-from pydantic import AliasChoices, Field
+from pydantic import AliasChoices, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -34,6 +34,14 @@ class Settings(BaseSettings):
     console_host: str = "127.0.0.1"
     console_port: int = 8000
     reload_interval: float = 1.0
+    # Console sessions: HMAC-signed tokens; unset -> a key generated once in var/secret.key.
+    secret_key: SecretStr | None = None
+    session_ttl: float = 12 * 3600  # one long shift
+    cookie_secure: bool = False  # True behind HTTPS
+    trusted_origins: list[str] = Field(default_factory=list)
+    ws_replay_size: int = 1000
+    ws_replay_age: float = 900.0
+    ws_queue_size: int = 256
     log_level: str = "INFO"
 
 

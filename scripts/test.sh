@@ -5,7 +5,7 @@ set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/setup.sh"
 cd "$ROOT"
 
-install_debian espeak-ng ffmpeg postgresql
+install_debian espeak-ng ffmpeg postgresql redis-server chromium
 install_python test
 
 echo "==> ruff"

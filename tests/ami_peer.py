@@ -307,7 +307,19 @@ class AmiPeer:
         self.current.muted = True
 
     def drop(self) -> None:
+        """Reset the current connection (RST), e.g. a crash or a network cut."""
         self.current.reset()
+
+    async def shutdown(self, *, restart: bool = True) -> None:
+        """What `core restart now` / `core stop now` look like (ami-reconnect): the Shutdown
+        event, then the socket closed without Goodbye."""
+        session = self.current
+        session.write(
+            b"Event: Shutdown\r\nPrivilege: system,all\r\nShutdown: Cleanly\r\n"
+            b"Restart: " + (b"True" if restart else b"False") + b"\r\n\r\n"
+        )
+        await session.writer.drain()
+        session.close()
 
     async def wait_sessions(self, n: int, timeout: float = 10.0) -> None:
         async def until() -> None:

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import json
+import shutil
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -68,6 +70,10 @@ class RunningConsole:
     @property
     def origin(self) -> str:
         return self.base_url
+
+    @staticmethod
+    def password(username: str) -> str:
+        return PASSWORDS[username]
 
     def client(self, **kwargs: Any) -> httpx.AsyncClient:
         return httpx.AsyncClient(
@@ -247,3 +253,122 @@ def cookie_of(response: httpx.Response) -> str:
     cookie = response.cookies.get("guichet_session")
     assert cookie, response.headers
     return cookie
+
+
+# --- a real browser -----------------------------------------------------------------------
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+class Browser:
+    """Headless Chromium driven over the DevTools protocol (one page, flat sessions)."""
+
+    def __init__(self, ws: ClientConnection) -> None:
+        self._ws = ws
+        self._ids = itertools.count(1)
+        self._pending: dict[int, asyncio.Future[dict[str, Any]]] = {}
+        self._reader = asyncio.create_task(self._read())
+        self.session: str | None = None
+
+    async def _read(self) -> None:
+        with contextlib.suppress(ConnectionClosed):
+            async for raw in self._ws:
+                message = json.loads(raw)
+                future = self._pending.pop(message.get("id", -1), None)
+                if future is not None and not future.done():
+                    future.set_result(message)
+
+    async def send(self, method: str, params: dict[str, Any] | None = None) -> dict[str, Any]:
+        number = next(self._ids)
+        future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+        self._pending[number] = future
+        message: dict[str, Any] = {"id": number, "method": method, "params": params or {}}
+        if self.session is not None and not method.startswith("Target."):
+            message["sessionId"] = self.session
+        await self._ws.send(json.dumps(message))
+        answer = await asyncio.wait_for(future, 60)
+        if "error" in answer:
+            raise RuntimeError(f"{method}: {answer['error']}")
+        result: dict[str, Any] = answer.get("result", {})
+        return result
+
+    async def open(self, url: str) -> None:
+        target = await self.send("Target.createTarget", {"url": "about:blank"})
+        attached = await self.send(
+            "Target.attachToTarget", {"targetId": target["targetId"], "flatten": True}
+        )
+        self.session = attached["sessionId"]
+        await self.send("Page.enable")
+        await self.send("Page.navigate", {"url": url})
+
+    async def evaluate(self, expression: str) -> Any:
+        result = await self.send(
+            "Runtime.evaluate",
+            {"expression": expression, "returnByValue": True, "awaitPromise": True},
+        )
+        if "exceptionDetails" in result:
+            raise RuntimeError(f"{expression}: {result['exceptionDetails']}")
+        return result["result"].get("value")
+
+    async def wait_for(self, expression: str, *, limit: float = 60.0) -> Any:
+        """Poll ``expression`` in the page until it is truthy (pages may navigate meanwhile);
+        ``limit`` only stops a broken test from hanging."""
+        deadline = asyncio.get_running_loop().time() + limit
+        while True:
+            try:
+                value = await self.evaluate(expression)
+            except RuntimeError:
+                value = None  # the page is between two documents
+            if value:
+                return value
+            if asyncio.get_running_loop().time() > deadline:
+                raise AssertionError(f"never true in the page: {expression}")
+            await asyncio.sleep(0.05)
+
+    async def close(self) -> None:
+        self._reader.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._reader
+
+
+@contextlib.asynccontextmanager
+async def chromium(profile: Path) -> AsyncIterator[Browser]:
+    assert CHROMIUM is not None
+    process = await asyncio.create_subprocess_exec(
+        CHROMIUM,
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        f"--user-data-dir={profile}",
+        "--remote-debugging-port=0",
+        "about:blank",
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    assert process.stderr is not None
+    stderr = process.stderr
+    try:
+        while True:
+            line = (await asyncio.wait_for(stderr.readline(), 60)).decode(errors="replace")
+            if not line:
+                raise RuntimeError("chromium exited before opening its DevTools port")
+            if "DevTools listening on " in line:
+                url = line.split("DevTools listening on ", 1)[1].strip()
+                break
+        drain = asyncio.create_task(stderr.read())  # keep Chromium's logging from blocking it
+        async with connect(url, max_size=None, proxy=None) as ws:
+            browser = Browser(ws)
+            try:
+                yield browser
+            finally:
+                await browser.close()
+        drain.cancel()
+    finally:
+        if process.returncode is None:
+            process.terminate()
+        await process.wait()

@@ -22,10 +22,11 @@ DEADLINE = 10.0  # seconds: "promptly", generously; never a timing assertion
 E = TypeVar("E", bound=Event)
 
 
-def config_for(peer: AmiPeer, **overrides: Any) -> AmiConfig:
+def config_for(port: int, **overrides: Any) -> AmiConfig:
+    """Guichet's client settings for a local peer, with short backoffs for quick tests."""
     base = AmiConfig(
         host="127.0.0.1",
-        port=peer.port,
+        port=port,
         username="guichet",
         secret="guichet-secret",
         connect_timeout=2.0,
@@ -76,13 +77,8 @@ class Cti:
         await asyncio.wait_for(poll(), timeout)
 
     def drain(self) -> list[Event]:
-        while True:
-            try:
-                event = self.sub._queue.get_nowait()
-            except asyncio.QueueEmpty:
-                return self.events
-            if event is not None:
-                self.events.append(event)
+        self.events.extend(self.sub.pending())
+        return self.events
 
     async def close(self) -> list[Event]:
         """Log off (the peer answers once its recording reached the Logoff), flush, and
@@ -125,7 +121,7 @@ async def running(
     # CtiBridge queries CoreShowChannels, QueueStatus and QueueSummary right after login:
     # the peer answers them before streaming the call (the recorded PBX was idle then).
     peer.settle = 3
-    client = AmiClient(config_for(peer, **overrides))
+    client = AmiClient(config_for(peer.port, **overrides))
     bus = LocalBus()
     cti = Cti(client, CtiBridge(client, bus, state=state), bus, bus.subscribe(), Pbx(client))
     client.on_state(lambda s, d: cti.states.append((s, d)))

@@ -46,7 +46,7 @@ FAMILIES = {
 
 @asynccontextmanager
 async def client_for(peer: AmiPeer, **overrides: Any) -> AsyncIterator[AmiClient]:
-    client = AmiClient(config_for(peer, **overrides))
+    client = AmiClient(config_for(peer.port, **overrides))
     try:
         yield client
     finally:
@@ -172,7 +172,7 @@ async def test_not_an_ami_server_is_retried_with_a_reason() -> None:
     server = await asyncio.start_server(http, "127.0.0.1", 0)
     port = server.sockets[0].getsockname()[1]
     states: list[str] = []
-    client = AmiClient(config_for(AmiPeer([]), port=port))
+    client = AmiClient(config_for(port))
     client.on_state(lambda s, d: states.append(d))
     client.start()
     try:
@@ -295,11 +295,12 @@ async def test_originate_queued_then_lost_says_so() -> None:
     assert len(peer.sent("Originate")) == 1
 
 
-async def test_answers_panoramisk_chokes_on() -> None:
+async def test_pbx_actions_and_answers_panoramisk_chokes_on() -> None:
     answers = {
         "queueadd": "Added interface to queue",  # panoramisk: never completes
         "queueremove": "Removed interface from queue",
         "queuepenalty": "Interface penalty set successfully",
+        "pjsipnotify": "NOTIFY sent",
     }
 
     def hook(session: Session, action: PeerAction) -> bytes | None:
@@ -331,6 +332,11 @@ async def test_answers_panoramisk_chokes_on() -> None:
             )
         with pytest.raises(ValueError, match="inject"):
             await pbx.blind_transfer("Local/x\r\nAction: Command", "1", "c")
+        # hold is phone-side: a NOTIFY to the agent's phone, the citizen stays in Queue()
+        await pbx.hold("PJSIP/agent1")  # the member's state interface
+        await pbx.unhold("agent1")
+        with pytest.raises(ValueError, match="PJSIP"):
+            await pbx.hold("Local/agent1@agents")
     (add,) = peer.sent("QueueAdd")
     assert (add.get("Paused"), add.get("Reason"), add.get("StateInterface")) == (
         "true",
@@ -338,11 +344,15 @@ async def test_answers_panoramisk_chokes_on() -> None:
         "PJSIP/agent3",
     )
     assert not peer.sent("BlindTransfer") and len(peer.sent("Originate")) == 0
+    hold, talk = peer.sent("PJSIPNotify")
+    assert (hold.get("Endpoint"), hold.all("Variable")) == ("agent1", ["Event=hold"])
+    assert (talk.get("Endpoint"), talk.all("Variable")) == ("agent1", ["Event=talk"])
+    assert not peer.sent("Redirect")
 
 
 async def test_actions_before_login_are_not_sent() -> None:
     async with AmiPeer([Script.login_only()]) as peer:
-        client = AmiClient(config_for(peer))
+        client = AmiClient(config_for(peer.port))
         with pytest.raises(AmiNotConnected):
             await Pbx(client).hangup("PJSIP/agent1-00000001")
         with pytest.raises(AmiNotConnected):  # read-only: waits for the link, then gives up

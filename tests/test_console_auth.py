@@ -301,6 +301,16 @@ async def test_a_signed_in_user_sees_pages_in_their_own_language(console: Runnin
     assert script.status_code == 200 and "GuichetPush" in script.text
 
 
+async def test_names_are_escaped_in_pages(console: RunningConsole) -> None:
+    await console.users.create_user(
+        "mallory", "a-long-enough-password", display_name="<img src=x onerror=alert(1)>"
+    )
+    async with console.client() as client:
+        await console.login(client, "mallory", "a-long-enough-password")
+        home = await client.get("/")
+    assert "<img src=x" not in home.text and "&lt;img src=x onerror=alert(1)&gt;" in home.text
+
+
 async def test_api_docs_need_a_session(console: RunningConsole) -> None:
     async with console.client() as client:
         assert (await client.get("/api/openapi.json")).status_code == 401

@@ -11,10 +11,11 @@ import time
 from collections.abc import AsyncIterator, Iterator
 
 import pytest
+import redis.asyncio as aioredis
 from ami_peer import AmiPeer, Script, recording
 from cti_harness import DEADLINE, running
 
-from cti.bus import LocalBus, RedisBus
+from cti.bus import LocalBus, RedisBus, SubscriptionClosed
 from cti.events import (
     EVENT_TYPES,
     AgentRef,
@@ -117,9 +118,10 @@ async def test_redis_bus_between_two_nodes(nodes: tuple[RedisBus, RedisBus]) -> 
 async def test_redis_bus_drops_garbage_and_goes_on(nodes: tuple[RedisBus, RedisBus]) -> None:
     a, b = nodes
     sub = b.subscribe()
-    client = a._redis_client()
-    await client.publish(a.channel, b"not json")
-    await client.publish(a.channel, b'{"type": "CallEnded", "at": 1}')  # fields missing
+    other = aioredis.from_url(a.url)  # someone else on the channel
+    await other.publish(a.channel, b"not json")
+    await other.publish(a.channel, b'{"type": "CallEnded", "at": 1}')  # fields missing
+    await other.aclose()
     stats = QueueStatsChanged(
         at=1.0,
         queue="population-fr",
@@ -158,7 +160,9 @@ async def test_local_bus_slow_consumer_loses_oldest_not_the_cti() -> None:
     assert slow.dropped == 3
     slow.close()
     await bus.publish(stats[0])
-    assert slow.closed and fast._queue.qsize() == 1
+    assert slow.closed and fast.pending() == [stats[0]]
+    with pytest.raises(SubscriptionClosed):
+        await slow.get()
     async with bus.subscribe() as third:
         await bus.publish(stats[1])
         assert await third.get() == stats[1]

@@ -10,6 +10,7 @@ from __future__ import annotations
 from ami_peer import AmiPeer, Script, recorded_answer, recording
 from cti_harness import running
 
+from cti.ami import ConnectionState
 from cti.events import AgentStateChanged, CallAnswered, CallEnded, CallQueued, QueueStatsChanged
 
 PAUSE = recording("agent-pause")
@@ -79,7 +80,7 @@ async def test_call_ended_while_disconnected_is_closed() -> None:
     talking = script.until(13.95)  # up to AgentConnect and the bridge
     async with AmiPeer([talking, script.after(1e9)]) as peer, running(peer) as cti:
         answered = await cti.next(CallAnswered)
-        peer.drop()  # the citizen hangs up while we are away: the lists know no channel
+        await peer.shutdown()  # Asterisk restarts: the call is gone, the lists know no channel
         ended = await cti.next(CallEnded)
         await cti.close()
     assert not answered.resync and ended.resync
@@ -89,6 +90,8 @@ async def test_call_ended_while_disconnected_is_closed() -> None:
         "case-1001",
     )
     assert cti.bridge.resyncs == 2
+    lost = [d for s, d in cti.states if s is ConnectionState.DISCONNECTED]
+    assert lost and lost[0].startswith("Asterisk shut down to restart")
 
 
 async def test_waiting_call_survives_a_reconnect_without_duplicates() -> None:

@@ -5,7 +5,7 @@ wrap-up timer over a real connection."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from typing import Any
 
 from ami_peer import AmiPeer, Block, Script, recording
@@ -27,7 +27,7 @@ def recorded(scenario: str) -> Iterator[tuple[float, dict[str, Any]]]:
                 yield T0 + item.t, headers
 
 
-def replay(state: CtiState, scenario: str, skip: set[str] = frozenset()) -> list[Event]:  # type: ignore[assignment]
+def replay(state: CtiState, scenario: str, skip: Collection[str] = ()) -> list[Event]:
     out: list[Event] = []
     for at, headers in recorded(scenario):
         if headers["Event"] not in skip:

@@ -106,7 +106,8 @@ async def test_a_database_outage_holds_no_call_and_loses_no_case(
     finally:
         await outbox.stop()
 
-    assert outbox.rejected == []
+    rejected = spool.with_name("spool.jsonl.rejected")
+    assert outbox.rejected == [], rejected.read_text()
     assert await interactions_per_call(engine) == {
         "before": 1,
         "during-0": 1,

@@ -10,9 +10,12 @@ import json
 import secrets
 from pathlib import Path
 
+import pytest
 from console_fixtures import *  # noqa: F403  (the console fixture)
 from console_fixtures import (
+    CHROMIUM,
     RunningConsole,
+    chromium,
     close_code,
     cookie_of,
     hello,
@@ -246,3 +249,69 @@ async def test_a_password_changed_elsewhere_ends_open_sockets(tmp_path: Path) ->
                 alice.id, actor=Actor(None, "cli:root"), reason="password changed"
             )
             assert await close_code(ws) == 4401
+
+
+# --- console.js in a real browser ---------------------------------------------------------
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="needs Debian's chromium")
+async def test_console_js_in_chromium_signs_in_follows_resumes_and_reloads(
+    console: RunningConsole, tmp_path: Path
+) -> None:
+    alice = console.people["alice"]
+    hub = console.hub
+    hook = (
+        "window.received = []; window.guichetPush.on('*', (data, m) => {"
+        " if (m && m.seq) window.received.push([m.type, m.seq]); }); true"
+    )
+    async with chromium(tmp_path / "profile") as page:
+        await page.open(f"{console.base_url}/login?lang=fr")
+        await page.wait_for("document.querySelector('#username') !== null")
+        await page.evaluate(
+            "document.querySelector('#username').value = 'alice';"
+            f"document.querySelector('#password').value = {json.dumps(console.password('alice'))};"
+            "document.querySelector('form.login').submit(); true"
+        )
+        # The form post passed the origin check, the SameSite=Strict cookie came back, and
+        # the browser's own websocket handshake (cookie + Origin) was accepted.
+        await page.wait_for(
+            "location.pathname === '/' && document.querySelector('#connection')"
+            " && document.querySelector('#connection').dataset.state === 'online'"
+        )
+        assert "Bonjour Alice Dupont" in await page.evaluate("document.body.innerText")
+        assert await page.evaluate("document.querySelector('#connection').textContent") == (
+            "Connecté en temps réel"
+        )
+        await page.evaluate(hook)
+        hub.publish(alice.id, "call.offered", {"n": 1})
+        await page.wait_for("window.received.length === 1")
+
+        # Cut the socket (as a slow consumer would be) and publish while it is away.
+        hub.close_user(alice.id, 4429, "test cut")
+        hub.publish(alice.id, "call.answered", {"n": 2})
+        hub.publish(alice.id, "call.ended", {"n": 3})
+        await page.wait_for("window.received.length === 3")
+        assert await page.evaluate("window.received") == [
+            ["call.offered", 1],
+            ["call.answered", 2],
+            ["call.ended", 3],
+        ]
+        stored = await page.evaluate(f"sessionStorage.getItem('guichet.push.{alice.id}')")
+        assert json.loads(stored) == {"epoch": hub.epoch, "streams": {"user": 3}}
+
+        # A reload resumes from sessionStorage: nothing replayed twice, the next one arrives.
+        await page.send("Page.reload")
+        await page.wait_for(
+            "window.guichetPush && window.guichetPush.status === 'online'"
+            " && window.received === undefined"
+        )
+        assert await page.evaluate("window.guichetPush.lastSeq()") == 3
+        await page.evaluate(hook)
+        hub.publish(alice.id, "queue.changed", {"n": 4})
+        await page.wait_for("window.received.length === 1")
+        assert await page.evaluate("window.received") == [["queue.changed", 4]]
+
+        # A 4401 (session over) sends the agent to the login page, in their language.
+        hub.close_user(alice.id, 4401, "test")
+        await page.wait_for("location.pathname === '/login'")
+        await page.wait_for("document.body.innerText.includes('Votre session a expiré')")

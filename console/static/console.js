@@ -131,7 +131,9 @@
       this._setStatus("failed");
       if (this.loginUrl) {
         var next = window.location.pathname + window.location.search;
-        window.location.assign(this.loginUrl + "?msg=expired&next=" + encodeURIComponent(next));
+        var lang = document.documentElement.lang || "";
+        window.location.assign(this.loginUrl + "?msg=expired&lang=" + encodeURIComponent(lang) +
+          "&next=" + encodeURIComponent(next));
       }
       return;
     }
