@@ -20,6 +20,7 @@ app.add_typer(flow_app, name="flow")
 app.add_typer(audio_app, name="audio", help="Prompt audio: TTS and telephony conversion.")
 app.add_typer(citizens_app, name="citizens", help="The citizen directory.")
 app.add_typer(report_app, name="report", help="Reports on calls.")
+app.add_typer(users_app, name="users", help="Console users (agents, supervisors, admins).")
 app.add_typer(
     asterisk_app, name="asterisk", help="Asterisk configuration rendered from Guichet's data."
 )
