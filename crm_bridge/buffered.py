@@ -2,6 +2,12 @@
 task stores them, retrying while the database is away, so a slow or failing store never holds
 or drops a call. Reads (citizen lookups) go straight through.
 
+Under load the writer takes whatever has queued up (up to `batch_size` writes) and stores it in
+one transaction when the store can (`SqlCrm.save_journeys`, `record_callbacks`): one commit
+per batch instead of one per call is what lets a single core keep up with hundreds of calls a
+second. A batch the store refuses is stored again item by item, so one bad write is kept aside
+alone and never sinks the others.
+
 The queue lives in memory: it rides out an outage while the process runs. A durable outbox
 that survives a restart belongs to the case store (CTI issue).
 """
@@ -11,7 +17,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from typing import TypeVar
 
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
@@ -19,6 +27,10 @@ from sqlalchemy.exc import TimeoutError as PoolTimeout
 from crm_bridge.ports import CallbackRequest, CallJourney, CitizenSummary, CrmPort
 
 log = logging.getLogger("guichet.crm")
+
+BATCH_SIZE = 100  # writes per transaction at most: bounds one commit's time and a retry's size
+
+_Item = TypeVar("_Item", CallJourney, CallbackRequest)
 
 # Failures that go away when the database comes back; anything else would fail forever.
 TRANSIENT: tuple[type[BaseException], ...] = (
@@ -45,20 +57,28 @@ class BufferedCrm:
     """A CrmPort whose writes return at once and are stored in order, with retries."""
 
     def __init__(
-        self, inner: CrmPort, *, retry_initial: float = 0.5, retry_max: float = 10.0
+        self,
+        inner: CrmPort,
+        *,
+        retry_initial: float = 0.5,
+        retry_max: float = 10.0,
+        batch_size: int = BATCH_SIZE,
     ) -> None:
         self.inner = inner
         self.retry_initial = retry_initial
         self.retry_max = retry_max
+        self.batch_size = max(1, batch_size)
         self._queue: asyncio.Queue[_Write] = asyncio.Queue()
         self._task: asyncio.Task[None] | None = None
+        self._taken = 0  # writes the writer holds and has not finished with
         self.rejected: list[
             CallJourney | CallbackRequest
         ] = []  # kept for an operator, never retried
 
     @property
     def pending(self) -> int:
-        return self._queue.qsize()
+        """Writes not stored yet: queued, or taken by the writer and still being tried."""
+        return self._queue.qsize() + self._taken
 
     async def start(self) -> None:
         if self._task is None:
@@ -94,33 +114,90 @@ class BufferedCrm:
 
     async def _drain(self) -> None:
         while True:
-            write = await self._queue.get()
-            delay = self.retry_initial
-            while True:
-                try:
-                    if isinstance(write.item, CallJourney):
-                        await self.inner.save_journey(write.item)
-                    else:
-                        await self.inner.record_callback(write.item)
-                    break
-                except asyncio.CancelledError:
-                    raise
-                except Exception as exc:
-                    if not is_transient(exc):
-                        self.rejected.append(write.item)
-                        log.error(
-                            "CRM refused the write for call %s (%s: %s); kept aside",
-                            write.item.call_id,
-                            type(exc).__name__,
-                            exc,
-                        )
-                        break
+            batch = [(await self._queue.get()).item]
+            while len(batch) < self.batch_size and not self._queue.empty():
+                batch.append(self._queue.get_nowait().item)
+            self._taken = len(batch)
+            # Callbacks first: an agent has to act on them. The two tables do not depend on
+            # each other, and each kind keeps its order.
+            callbacks = [item for item in batch if isinstance(item, CallbackRequest)]
+            journeys = [item for item in batch if isinstance(item, CallJourney)]
+            await self._store(
+                callbacks, self.inner.record_callback, getattr(self.inner, "record_callbacks", None)
+            )
+            await self._store(
+                journeys, self.inner.save_journey, getattr(self.inner, "save_journeys", None)
+            )
+
+    async def _store(
+        self,
+        items: list[_Item],
+        one: Callable[[_Item], Awaitable[None]],
+        many: Callable[[Sequence[_Item]], Awaitable[None]] | None,
+    ) -> None:
+        """Store `items` in one transaction when the store offers it, retrying while the
+        failure is transient; a refused batch falls back to one write at a time."""
+        if many is None or len(items) < 2:
+            for item in items:
+                await self._store_one(item, one)
+            return
+        delay = self.retry_initial
+        while True:
+            try:
+                await many(items)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                if not is_transient(exc):
                     log.warning(
-                        "CRM write for call %s failed (%s); retrying in %.1fs",
-                        write.item.call_id,
+                        "CRM refused a batch of %d writes (%s); storing them one by one",
+                        len(items),
                         type(exc).__name__,
-                        delay,
                     )
-                    await asyncio.sleep(delay)
-                    delay = min(delay * 2, self.retry_max)
+                    for item in items:
+                        await self._store_one(item, one)
+                    return
+                log.warning(
+                    "CRM write of %d items failed (%s); retrying in %.1fs",
+                    len(items),
+                    type(exc).__name__,
+                    delay,
+                )
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, self.retry_max)
+            else:
+                self._done(len(items))
+                return
+
+    async def _store_one(self, item: _Item, one: Callable[[_Item], Awaitable[None]]) -> None:
+        delay = self.retry_initial
+        while True:
+            try:
+                await one(item)
+                break
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                if not is_transient(exc):
+                    self.rejected.append(item)
+                    log.error(
+                        "CRM refused the write for call %s (%s: %s); kept aside",
+                        item.call_id,
+                        type(exc).__name__,
+                        exc,
+                    )
+                    break
+                log.warning(
+                    "CRM write for call %s failed (%s); retrying in %.1fs",
+                    item.call_id,
+                    type(exc).__name__,
+                    delay,
+                )
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, self.retry_max)
+        self._done(1)
+
+    def _done(self, count: int) -> None:
+        self._taken -= count
+        for _ in range(count):
             self._queue.task_done()

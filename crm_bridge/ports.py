@@ -8,7 +8,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
+
+if TYPE_CHECKING:
+    from crm_bridge.case_facts import CallFacts
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,3 +84,10 @@ class CrmPort(Protocol):
     async def record_callback(self, request: CallbackRequest) -> None: ...
 
     async def save_journey(self, journey: CallJourney) -> None: ...
+
+
+class CaseSink(Protocol):
+    """Where the IVR hands a queued call's case: returns the reference for GUICHET_CASE_ID at
+    once (the outbox writes the case when the store answers; the call never waits)."""
+
+    async def submit(self, facts: CallFacts) -> str: ...

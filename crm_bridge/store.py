@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Any
 
+from sqlalchemy import Table, bindparam
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncEngine
-from sqlmodel import col, select
+from sqlmodel import SQLModel, select
 
 from crm_bridge.db import init_db, make_engine, session_factory
 from crm_bridge.models import CALLBACK_PENDING, CallbackRecord, CallJourneyRecord, Citizen
@@ -24,16 +25,20 @@ from crm_bridge.register_number import compact
 from crm_bridge.utc import ensure_utc
 from guichet.settings import get_settings
 
+# `Citizen.address` itself, applied to a plain row that has the same column attributes.
+_ADDRESS: Callable[[Any], str | None] = vars(Citizen)["address"].fget
 
-def _summary(citizen: Citizen) -> CitizenSummary:
-    assert citizen.id is not None  # loaded from the database
+
+def _summary(row: Any) -> CitizenSummary:
+    """The summary of a `citizen` row (see `_CITIZEN_COLUMNS`), without building an ORM object:
+    the lookup is on the call path, and a mapped instance costs more than the query."""
     return CitizenSummary(
-        id=citizen.id,
-        first_name=citizen.first_name,
-        last_name=citizen.last_name,
-        preferred_language=citizen.preferred_language,
-        address=citizen.address,
-        phone=citizen.phone,
+        id=row.id,
+        first_name=row.first_name,
+        last_name=row.last_name,
+        preferred_language=row.preferred_language,
+        address=_ADDRESS(row),
+        phone=row.phone,
     )
 
 
@@ -80,6 +85,20 @@ def journey_row(journey: CallJourney) -> dict[str, Any]:
     }
 
 
+def callback_row(request: CallbackRequest) -> dict[str, Any]:
+    """Column values of a new `CallbackRecord` for ``request`` (without the id)."""
+    return {
+        "call_id": request.call_id,
+        "flow": request.flow,
+        "caller": request.caller,
+        "requested_at": ensure_utc(request.requested_at),
+        "lang": request.lang,
+        "request_type": request.request_type,
+        "citizen_id": request.citizen_id,
+        "status": CALLBACK_PENDING,
+    }
+
+
 def _journey(record: CallJourneyRecord) -> CallJourney:
     return CallJourney(
         call_id=record.call_id,
@@ -104,6 +123,26 @@ _UPSERT_INSERTS: dict[str, Callable[..., Any]] = {
     "sqlite": sqlite.insert,
 }
 
+_CITIZEN_COLUMNS = (
+    "id",
+    "first_name",
+    "last_name",
+    "preferred_language",
+    "street",
+    "postal_code",
+    "city",
+    "phone",
+)
+
+
+def _table(name: str) -> Table:
+    return SQLModel.metadata.tables[name]
+
+
+def _last_per_call(journeys: Sequence[CallJourney]) -> list[CallJourney]:
+    """One journey per call id, the last one given: what saving them in turn would leave."""
+    return list({journey.call_id: journey for journey in journeys}.values())
+
 
 class SqlCrm:
     """`CrmPort` over the local SQL database. It owns ``engine``: `close` disposes it."""
@@ -116,6 +155,23 @@ class SqlCrm:
         self.engine = engine
         self._insert = _UPSERT_INSERTS[engine.dialect.name]
         self._sessions = session_factory(engine)
+        # The call path's statements, built once: Core with bound parameters, so SQLAlchemy
+        # compiles each once (its cache) and no ORM unit of work runs per call.
+        citizen = _table(Citizen.__tablename__)
+        columns = [citizen.c[name] for name in _CITIZEN_COLUMNS]
+        self._by_national_number = select(*columns).where(
+            citizen.c.national_number == bindparam("number")
+        )
+        self._by_phone = (
+            select(*columns)
+            .where(citizen.c.phone == bindparam("phone"))
+            .order_by(citizen.c.id)
+            .limit(2)
+        )
+        self._journey_upserts: dict[tuple[str, ...], Any] = {}  # by the columns written
+        self._callback_insert = self._insert(
+            _table(CallbackRecord.__tablename__)
+        ).on_conflict_do_nothing(index_elements=["call_id"])
 
     @classmethod
     async def connect(cls, url: str | None = None, *, create_tables: bool = True) -> SqlCrm:
@@ -137,10 +193,9 @@ class SqlCrm:
         compacted = compact(number)
         if len(compacted) != 11 or not compacted.isdigit():
             return None
-        async with self._sessions() as session:
-            result = await session.exec(select(Citizen).where(Citizen.national_number == compacted))
-            citizen = result.first()
-        return None if citizen is None else _summary(citizen)
+        async with self.engine.connect() as db:
+            row = (await db.execute(self._by_national_number, {"number": compacted})).first()
+        return None if row is None else _summary(row)
 
     async def find_citizen_by_phone(self, phone: str) -> CitizenSummary | None:
         """Look up by caller number. A number shared by several citizens (a family landline)
@@ -148,44 +203,45 @@ class SqlCrm:
         normalised = normalise_phone(phone)
         if normalised is None:
             return None
-        async with self._sessions() as session:
-            result = await session.exec(
-                select(Citizen)
-                .where(Citizen.phone == normalised)
-                .order_by(col(Citizen.id))
-                .limit(2)
-            )
-            matches = result.all()
+        async with self.engine.connect() as db:
+            matches = (await db.execute(self._by_phone, {"phone": normalised})).all()
         return _summary(matches[0]) if len(matches) == 1 else None
 
     async def record_callback(self, request: CallbackRequest) -> None:
         """Store the request once per call: a retry (BufferedCrm) or a second ask is a no-op,
         and an agent's status change is never reset to pending."""
-        values = {
-            "call_id": request.call_id,
-            "flow": request.flow,
-            "caller": request.caller,
-            "requested_at": ensure_utc(request.requested_at),
-            "lang": request.lang,
-            "request_type": request.request_type,
-            "citizen_id": request.citizen_id,
-            "status": CALLBACK_PENDING,
-        }
-        stmt = self._insert(CallbackRecord).values(**values)
-        stmt = stmt.on_conflict_do_nothing(index_elements=["call_id"])
-        async with self._sessions() as session, session.begin():
-            await session.exec(stmt)
+        await self.record_callbacks([request])
+
+    async def record_callbacks(self, requests: Sequence[CallbackRequest]) -> None:
+        """`record_callback` for many requests in one transaction (all stored, or none)."""
+        rows = [callback_row(request) for request in requests]
+        if rows:
+            async with self.engine.begin() as db:
+                await db.execute(self._callback_insert, rows)
 
     async def save_journey(self, journey: CallJourney) -> None:
         """Insert or replace the journey of ``call_id`` in one statement (retries are safe)."""
-        values = journey_row(journey)
-        stmt = self._insert(CallJourneyRecord).values(**values)
-        stmt = stmt.on_conflict_do_update(
-            index_elements=["call_id"],
-            set_={key: stmt.excluded[key] for key in values if key != "call_id"},
-        )
-        async with self._sessions() as session, session.begin():
-            await session.exec(stmt)
+        await self.save_journeys([journey])
+
+    async def save_journeys(self, journeys: Sequence[CallJourney]) -> None:
+        """`save_journey` for many journeys in one transaction (all stored, or none): one
+        commit, so one disk flush, for a whole batch. A call id given twice keeps its last."""
+        rows = [journey_row(journey) for journey in _last_per_call(journeys)]
+        if rows:
+            async with self.engine.begin() as db:
+                await db.execute(self._journey_upsert(tuple(rows[0])), rows)
+
+    def _journey_upsert(self, columns: tuple[str, ...]) -> Any:
+        """INSERT ... ON CONFLICT (call_id) DO UPDATE of every column written but the key."""
+        upsert = self._journey_upserts.get(columns)
+        if upsert is None:
+            insert = self._insert(_table(CallJourneyRecord.__tablename__))
+            upsert = insert.on_conflict_do_update(
+                index_elements=["call_id"],
+                set_={key: insert.excluded[key] for key in columns if key != "call_id"},
+            )
+            self._journey_upserts[columns] = upsert
+        return upsert
 
     async def get_journey(self, call_id: str) -> CallJourney | None:
         """The stored journey of ``call_id`` (for the CTI pop), datetimes aware UTC."""

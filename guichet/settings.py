@@ -34,6 +34,10 @@ class Settings(BaseSettings):
     console_host: str = "127.0.0.1"
     console_port: int = 8000
     reload_interval: float = 1.0
+    # Cases handed over by the IVR wait here while the database is away (survives restarts).
+    case_spool: Path = ROOT / "var" / "cases.spool"
+    # CTI events between Guichet nodes: unset -> in-process bus (one node).
+    redis_url: str | None = None
     # Console sessions: HMAC-signed tokens; unset -> a key generated once in var/secret.key.
     secret_key: SecretStr | None = None
     session_ttl: float = 12 * 3600  # one long shift

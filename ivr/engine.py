@@ -12,7 +12,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from crm_bridge.ports import CallJourney, CitizenSummary, CrmPort
+from crm_bridge.case_facts import CallFacts
+from crm_bridge.ports import CallJourney, CaseSink, CitizenSummary, CrmPort
 from ivr.context import CallContext
 from ivr.flow_model import VAR_NAME
 from ivr.leg import CallerHungUp, CallLeg
@@ -47,6 +48,7 @@ async def run_call(
     *,
     clock: Callable[[], datetime] | None = None,
     args: Mapping[str, str] | None = None,
+    cases: CaseSink | None = None,
 ) -> CallResult:
     """Run `loaded` over `leg` to its end. A caller hanging up is an outcome, not an error."""
     now = clock or _utcnow
@@ -67,6 +69,8 @@ async def run_call(
         ctx.outcome = ctx.outcome or "hangup"
         ctx.hangup_requested = True
     outcome = ctx.outcome or "hangup"
+    if outcome == "queued" and cases is not None:
+        await _open_case(ctx, cases)
     exported = await _export(ctx, outcome)
     if not gone:
         try:
@@ -144,6 +148,27 @@ def _safe_args(args: Mapping[str, str] | None) -> dict[str, str]:
         for k, v in args.items()
         if re.fullmatch(VAR_NAME, k) and k not in {"call_id", "outcome"} and len(v) <= 80
     }
+
+
+async def _open_case(ctx: CallContext, cases: CaseSink) -> None:
+    """The case exists before the agent's phone rings: its reference rides GUICHET_CASE_ID."""
+    priority = ctx.vars.get("priority", "0")
+    facts = CallFacts(
+        call_id=ctx.leg.call_id,
+        caller=ctx.leg.caller or None,
+        lang=ctx.lang,
+        request_type=ctx.vars.get("request_type"),
+        citizen_id=ctx.citizen.id if ctx.citizen else None,
+        journey=ctx.leg.call_id,
+        queue=ctx.vars.get("queue"),
+        priority=int(priority) if priority.isdigit() else 0,
+        flow_hash=ctx.loaded.content_hash,
+        started_at=ctx.started_at,
+    )
+    try:
+        ctx.vars["case_id"] = await cases.submit(facts)
+    except Exception:  # the call is queued anyway; the agent creates the case by hand
+        log.exception("call %s: case not handed to the outbox", ctx.leg.call_id)
 
 
 async def _export(ctx: CallContext, outcome: str) -> dict[str, str]:

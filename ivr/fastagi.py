@@ -13,7 +13,7 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Protocol
 
-from crm_bridge.ports import CrmPort
+from crm_bridge.ports import CaseSink, CrmPort
 from ivr.agi_leg import AgiLeg
 from ivr.agi_protocol import (
     ENV_TIMEOUT,
@@ -52,6 +52,7 @@ class FastAgiServer:
         clock: Callable[[], datetime] | None = None,
         sounds_prefix: str | None = None,
         env_timeout: float = ENV_TIMEOUT,
+        cases: CaseSink | None = None,
     ) -> None:
         if sounds_prefix is None:
             from guichet.settings import get_settings
@@ -64,6 +65,7 @@ class FastAgiServer:
         self._clock = clock
         self._sounds_prefix = sounds_prefix
         self._env_timeout = env_timeout
+        self._cases = cases  # where a queued call's case goes (the outbox); None: no cases
         self._server: asyncio.Server | None = None
         self._calls: set[asyncio.Task[None]] = set()
 
@@ -129,7 +131,9 @@ class FastAgiServer:
                 log.error("call %s: no flow %r (agi_network_script %r)", call_id, name, env.script)
                 return
             leg = AgiLeg(channel, env, sounds_prefix=self._sounds_prefix)
-            result = await run_call(loaded, leg, self._crm, clock=self._clock, args=args)
+            result = await run_call(
+                loaded, leg, self._crm, clock=self._clock, args=args, cases=self._cases
+            )
             log.info("call %s: flow %s ended, outcome %s", call_id, loaded.name, result.outcome)
         except ConnectionLost as exc:
             log.info("call %s: FastAGI connection lost (%s)", call_id, exc)

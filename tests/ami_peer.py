@@ -258,6 +258,12 @@ class AmiPeer:
         # After FullyBooted, wait for this many actions (a client's state queries) before
         # streaming on: they are answered as of the login, when the recorded PBX was idle.
         self.settle = settle
+        # Set by a test when the rest of the recording may play (e.g. once its own FastAGI
+        # call has created the case the recorded events refer to).
+        self.gate: asyncio.Event | None = None
+        # Values our side made up during the call, rewritten in Asterisk's bytes as they are
+        # sent (the case reference the IVR handed over as GUICHET_CASE_ID).
+        self.rewrites: dict[bytes, bytes] = {}
         self.hooks: list[Hook] = []
         self.sessions: list[Session] = []
         self.connected = asyncio.Event()
@@ -409,10 +415,15 @@ class AmiPeer:
                     session.logged_in = True
                 last = None  # the wait for the client does not count
             elif isinstance(item, Block):
-                session.write(item.raw)
+                raw = item.raw
+                for old, new in self.rewrites.items():
+                    raw = raw.replace(old, new)
+                session.write(raw)
                 await session.writer.drain()
                 if self.settle and b"Event: FullyBooted" in item.raw:
                     await self._settle(session)
+                if self.gate is not None and b"Event: FullyBooted" in item.raw:
+                    await self.gate.wait()
             elif isinstance(item, Close):
                 await session.writer.drain()
                 session.close()

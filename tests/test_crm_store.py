@@ -288,3 +288,61 @@ async def test_connect_and_close(tmp_path: Path) -> None:
         assert await crm.get_journey("call-1") is not None
     finally:
         await crm.close()
+
+
+# --- batches (BufferedCrm under load) ---------------------------------------------------------
+
+
+async def _journey_count(crm: SqlCrm) -> int:
+    async with crm.engine.connect() as conn:
+        return int(
+            (await conn.execute(select(func.count()).select_from(CallJourneyRecord))).scalar_one()
+        )
+
+
+async def test_save_journeys_stores_a_batch_the_last_save_of_a_call_winning(crm: SqlCrm) -> None:
+    await crm.save_journey(_journey("call-1", outcome="transferred"))
+    await crm.save_journeys(
+        [
+            _journey("call-1", outcome="hangup", steps=()),
+            _journey("call-2"),
+            _journey("call-1", outcome="deflected", steps=()),
+        ]
+    )
+    await crm.save_journeys([])
+    assert await _journey_count(crm) == 2
+    stored = await crm.get_journey("call-1")
+    assert stored is not None and (stored.outcome, stored.steps) == ("deflected", ())
+    assert await crm.get_journey("call-2") == _journey("call-2")
+
+
+async def test_a_batch_is_stored_whole_or_not_at_all(crm: SqlCrm) -> None:
+    with pytest.raises(Exception, match=r"(?i)foreign key"):  # no citizen 999
+        await crm.save_journeys([_journey("call-1"), _journey("call-2", citizen_id=999)])
+    naive = datetime(2026, 11, 2, 9, 0)
+    with pytest.raises(ValueError, match="naive"):
+        await crm.save_journeys(
+            [_journey("call-1"), _journey("call-3", started_at=naive, ended_at=naive)]
+        )
+    assert await _journey_count(crm) == 0
+
+
+async def test_record_callbacks_stores_each_call_once(crm: SqlCrm) -> None:
+    first = CallbackRequest(call_id="call-9", flow="main", caller="0470123456", requested_at=T0)
+    await crm.record_callback(first)
+    async with session_factory(crm.engine)() as session, session.begin():
+        (await session.exec(select(CallbackRecord))).one().status = "done"
+    await crm.record_callbacks(
+        [
+            first,
+            CallbackRequest(call_id="call-10", flow="main", caller="0470", requested_at=T0),
+            CallbackRequest(call_id="call-10", flow="other", caller="0470", requested_at=T0),
+        ]
+    )
+    await crm.record_callbacks([])
+    async with session_factory(crm.engine)() as session:
+        records = (await session.exec(select(CallbackRecord))).all()
+    assert sorted((r.call_id, r.status, r.flow) for r in records) == [
+        ("call-10", "pending", "main"),  # the first ask stands
+        ("call-9", "done", "main"),  # an agent's status is never reset
+    ]

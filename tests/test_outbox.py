@@ -13,9 +13,11 @@ from datetime import datetime
 from pathlib import Path
 
 import pytest
-from crm_fixtures import _Cluster
+from crm_fixtures import _as_postgres, _Cluster
 from sqlalchemy import func
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.pool import NullPool
 from sqlmodel import select
 from test_buffered_crm import own_cluster, pg_ctl  # noqa: F401  (a cluster of the test's own)
 from test_cases_fixtures import *  # noqa: F403  (the pytest fixtures)
@@ -118,6 +120,59 @@ async def test_a_database_outage_holds_no_call_and_loses_no_case(
     assert await cases.resolve(again) == first  # the reopen: the handed-out reference is an alias
     assert [await cases.resolve(ref) for ref in anonymous] == anonymous
     assert spool.read_text() == ""
+
+
+async def until_new_sessions_are_refused(url: str) -> None:
+    probe = make_engine(url, poolclass=NullPool)
+    try:
+        while True:
+            try:
+                async with probe.connect():
+                    pass
+            except DBAPIError as exc:
+                if "shutting down" in str(exc):
+                    return
+            await asyncio.sleep(0.05)
+    finally:
+        await probe.dispose()
+
+
+async def test_a_server_shutting_down_is_waited_for_not_taken_as_a_refusal(
+    own_cluster: _Cluster,  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    """A "smart" shutdown waits for open sessions and answers new ones with SQLSTATE 57P03."""
+    await upgrade_db(own_cluster.url)
+    engine = make_engine(own_cluster.url, poolclass=NullPool)  # every write a new session
+    holder = make_engine(own_cluster.url)
+    session = await holder.connect()
+    smart_stop = asyncio.create_task(
+        asyncio.to_thread(
+            subprocess.run,
+            _as_postgres(own_cluster.bin_dir / "pg_ctl", "-D", own_cluster.data_dir,
+                         "-m", "smart", "-w", "-t", "120", "stop"),
+            capture_output=True, timeout=150, check=True,
+        )
+    )  # fmt: skip
+    cases = CaseService(engine)
+    outbox = fast_outbox(cases, tmp_path / "spool.jsonl")
+    await outbox.start()
+    try:
+        await asyncio.wait_for(until_new_sessions_are_refused(own_cluster.url), 60)
+        reference = await outbox.submit(facts("c1"))
+        await asyncio.sleep(0.5)  # the writer meets "shutting down" a few times
+        assert outbox.pending == 1 and outbox.rejected == []
+        await session.close()
+        await holder.dispose()  # the last session ends: the shutdown completes
+        await smart_stop
+        await asyncio.to_thread(pg_ctl, own_cluster, "start")
+        await asyncio.wait_for(outbox.flush(), 60)
+        assert outbox.rejected == []
+        assert await cases.resolve(reference) == reference
+    finally:
+        await outbox.stop()
+        await holder.dispose()
+        await engine.dispose()
 
 
 KILLED_IVR = """

@@ -1,0 +1,150 @@
+"""One Guichet process, assembled: store, flows, FastAGI, CTI bridge, screen-pop and console.
+
+`guichet serve` runs it; tests start the same object on free loopback ports, so what they
+check is what production wires.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from fastapi import FastAPI
+
+from console.deps import ConsoleConfig
+from console.factory import create_console_app
+from console.push import PushHub
+from console.screenpop import ScreenPop
+from crm_bridge.audit import AuditLog
+from crm_bridge.buffered import BufferedCrm
+from crm_bridge.cases import CaseService
+from crm_bridge.knowledge import KnowledgeBase
+from crm_bridge.outbox import CaseOutbox
+from crm_bridge.store import SqlCrm
+from crm_bridge.users import UserService
+from cti.ami import AmiClient, AmiConfig
+from cti.bridge import CtiBridge
+from cti.bus import EventBus, LocalBus, RedisBus
+from cti.pbx import Pbx
+from guichet.settings import Settings
+from ivr.fastagi import FastAgiServer
+from ivr.registry import FlowRegistry
+
+log = logging.getLogger("guichet")
+
+
+@dataclass
+class Guichet:
+    """Start order follows the call path: store first, PBX-facing servers last."""
+
+    settings: Settings
+    agi_port: int | None = None
+    clock: Callable[[], datetime] | None = None  # the IVR's clock (opening hours); tests fix it
+    store: SqlCrm = field(init=False)
+    crm: BufferedCrm = field(init=False)
+    cases: CaseService = field(init=False)
+    outbox: CaseOutbox = field(init=False)
+    registry: FlowRegistry = field(init=False)
+    agi: FastAgiServer = field(init=False)
+    hub: PushHub = field(init=False)
+    users: UserService = field(init=False)
+    bus: EventBus = field(init=False)
+    ami: AmiClient | None = None
+    cti: CtiBridge | None = None
+    pbx: Pbx | None = None
+    pop: ScreenPop = field(init=False)
+    app: FastAPI = field(init=False)
+
+    async def start(self) -> None:
+        s = self.settings
+        self.store = await SqlCrm.connect(s.database_url)
+        engine = self.store.engine
+        self.crm = BufferedCrm(self.store)
+        await self.crm.start()
+        self.cases = CaseService(engine)
+        self.outbox = CaseOutbox(self.cases.open_case_for_call, s.case_spool)
+        await self.outbox.start()
+        self.registry = FlowRegistry(
+            s.flows_dir, interval=s.reload_interval, sounds_dir=s.sounds_dir
+        )
+        await self.registry.start()
+        if not self.registry.names():
+            log.warning("no flow could be loaded from %s: calls will be refused", s.flows_dir)
+        self.users = UserService(engine)
+        self.hub = PushHub(
+            replay_size=s.ws_replay_size, replay_age=s.ws_replay_age, queue_size=s.ws_queue_size
+        )
+        self.bus = RedisBus(s.redis_url) if s.redis_url else LocalBus()
+        await self.bus.start()
+        knowledge, audit = KnowledgeBase(engine), AuditLog(engine)
+        self.pop = ScreenPop(
+            bus=self.bus,
+            hub=self.hub,
+            users=self.users,
+            cases=self.cases,
+            knowledge=knowledge,
+            audit=audit,
+            crm=self.store,
+            outbox=self.outbox,
+        )
+        await self.pop.start()
+        if s.ami_host:
+            self.ami = AmiClient(
+                AmiConfig(
+                    host=s.ami_host, port=s.ami_port, username=s.ami_username, secret=s.ami_secret
+                )
+            )
+            self.cti = CtiBridge(self.ami, self.bus)
+            self.pbx = Pbx(self.ami)
+            await self.cti.start()
+            self.ami.start()
+        else:
+            log.warning("no Asterisk Manager configured (GUICHET_AMI_HOST): no CTI, no screen-pop")
+        self.app = create_console_app(
+            engine=engine,
+            users=self.users,
+            hub=self.hub,
+            registry=self.registry,
+            config=ConsoleConfig.from_settings(s),
+        )
+        state = self.app.state
+        state.cases, state.knowledge, state.audit = self.cases, knowledge, audit
+        state.crm_engine, state.users, state.hub, state.outbox = (
+            engine,
+            self.users,
+            self.hub,
+            self.outbox,
+        )
+        state.pbx, state.cti_state = self.pbx, self.cti.state if self.cti else None
+        self.agi = FastAgiServer(
+            self.registry,
+            self.crm,
+            host=s.agi_host,
+            port=s.agi_port if self.agi_port is None else self.agi_port,
+            cases=self.outbox,
+            clock=self.clock,
+        )
+        await self.agi.start()
+        log.info(
+            "FastAGI listening on %s:%s (flows: %s)",
+            s.agi_host,
+            self.agi.port,
+            ", ".join(self.registry.names()) or "none",
+        )
+
+    async def stop(self) -> None:
+        """Reverse order: stop taking calls, then let queued writes reach the store."""
+        await self.agi.stop()
+        if self.ami is not None:
+            await self.ami.close()
+        if self.cti is not None:
+            await self.cti.stop()
+        await self.pop.stop()
+        self.hub.close_all()
+        await self.bus.close()
+        await self.registry.stop()
+        await self.outbox.stop()
+        await self.crm.stop()
+        await self.store.close()
