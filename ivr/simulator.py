@@ -50,6 +50,22 @@ class _SimLegBase:
         self._show(prompts)
         return None
 
+    async def collect(
+        self,
+        prompts: Sequence[Prompt],
+        *,
+        max_digits: int,
+        timeout: float,
+        terminator: str | None = "#",
+    ) -> Collected:
+        self._show(prompts)
+        entry = await self._next_entry()
+        return parse_keys(entry, max_digits=max_digits, terminator=terminator)
+
+    async def _next_entry(self) -> str:
+        """The caller's next entry (keys typed, or silence); CallerHungUp when they are gone."""
+        raise NotImplementedError
+
     async def set_variable(self, name: str, value: str) -> None:
         self.variables[name] = value
 
@@ -70,18 +86,10 @@ class ScriptedLeg(_SimLegBase):
 
     script: list[str] = field(default_factory=list)
 
-    async def collect(
-        self,
-        prompts: Sequence[Prompt],
-        *,
-        max_digits: int,
-        timeout: float,
-        terminator: str | None = "#",
-    ) -> Collected:
-        self._show(prompts)
+    async def _next_entry(self) -> str:
         if not self.script:
             raise CallerHungUp
-        return parse_keys(self.script.pop(0), max_digits=max_digits, terminator=terminator)
+        return self.script.pop(0)
 
 
 @dataclass
@@ -90,17 +98,8 @@ class InteractiveLeg(_SimLegBase):
 
     ask: Callable[[], str] = input
 
-    async def collect(
-        self,
-        prompts: Sequence[Prompt],
-        *,
-        max_digits: int,
-        timeout: float,
-        terminator: str | None = "#",
-    ) -> Collected:
-        self._show(prompts)
+    async def _next_entry(self) -> str:
         try:
-            entry = await asyncio.to_thread(self.ask)
+            return await asyncio.to_thread(self.ask)
         except EOFError as exc:
             raise CallerHungUp from exc
-        return parse_keys(entry, max_digits=max_digits, terminator=terminator)
