@@ -10,6 +10,7 @@ from audio.cli import app as audio_app
 from console.cli import users_app
 from crm_bridge.cli import citizens_app, report_app
 from guichet.asterisk_render import app as asterisk_app
+from guichet.demo.cli import demo_app
 from ivr.cli import app as flow_app
 
 app = typer.Typer(
@@ -20,6 +21,7 @@ app.add_typer(flow_app, name="flow")
 app.add_typer(audio_app, name="audio", help="Prompt audio: TTS and telephony conversion.")
 app.add_typer(citizens_app, name="citizens", help="The citizen directory.")
 app.add_typer(report_app, name="report", help="Reports on calls.")
+app.add_typer(demo_app, name="demo", help="Demo data and a demo PBX (no Asterisk needed).")
 app.add_typer(users_app, name="users", help="Console users (agents, supervisors, admins).")
 app.add_typer(
     asterisk_app, name="asterisk", help="Asterisk configuration rendered from Guichet's data."

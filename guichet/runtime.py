@@ -28,6 +28,7 @@ from cti.ami import AmiClient, AmiConfig
 from cti.bridge import CtiBridge
 from cti.bus import EventBus, LocalBus, RedisBus
 from cti.pbx import Pbx
+from guichet.demo.pbx import DemoPbx, demo_ivr_time, start_demo_pbx
 from guichet.settings import Settings
 from ivr.fastagi import FastAgiServer
 from ivr.registry import FlowRegistry
@@ -51,6 +52,7 @@ class Guichet:
     hub: PushHub = field(init=False)
     users: UserService = field(init=False)
     bus: EventBus = field(init=False)
+    demo_pbx: DemoPbx | None = None
     ami: AmiClient | None = None
     cti: CtiBridge | None = None
     pbx: Pbx | None = None
@@ -90,10 +92,20 @@ class Guichet:
             outbox=self.outbox,
         )
         await self.pop.start()
-        if s.ami_host:
+        ami_host, ami_port = s.ami_host, s.ami_port
+        if not s.ami_host and s.demo:
+            self.demo_pbx = await start_demo_pbx(s, interval=s.demo_interval)
+            ami_host, ami_port = "127.0.0.1", self.demo_pbx.port
+            log.warning(
+                "DEMO: no Asterisk configured; a demo PBX places scripted calls on port %d",
+                ami_port,
+            )
+            if self.clock is None:
+                self.clock = demo_ivr_time  # demo callers always find the desks open
+        if ami_host:
             self.ami = AmiClient(
                 AmiConfig(
-                    host=s.ami_host, port=s.ami_port, username=s.ami_username, secret=s.ami_secret
+                    host=ami_host, port=ami_port, username=s.ami_username, secret=s.ami_secret
                 )
             )
             self.cti = CtiBridge(self.ami, self.bus)
@@ -127,6 +139,8 @@ class Guichet:
             clock=self.clock,
         )
         await self.agi.start()
+        if self.demo_pbx is not None:
+            self.demo_pbx.start_calls(s.agi_host, self.agi.port)
         log.info(
             "FastAGI listening on %s:%s (flows: %s)",
             s.agi_host,
@@ -136,9 +150,13 @@ class Guichet:
 
     async def stop(self) -> None:
         """Reverse order: stop taking calls, then let queued writes reach the store."""
+        if self.demo_pbx is not None:
+            await self.demo_pbx.stop_calls()
         await self.agi.stop()
         if self.ami is not None:
             await self.ami.close()
+        if self.demo_pbx is not None:
+            await self.demo_pbx.stop()
         if self.cti is not None:
             await self.cti.stop()
         await self.pop.stop()

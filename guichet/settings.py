@@ -36,6 +36,10 @@ class Settings(BaseSettings):
     reload_interval: float = 1.0
     # Cases handed over by the IVR wait here while the database is away (survives restarts).
     case_spool: Path = ROOT / "var" / "cases.spool"
+    # Without GUICHET_AMI_HOST, `guichet serve` starts a demo PBX (guichet.demo) on loopback:
+    # scripted citizen calls so a newcomer sees pops without an Asterisk. Never with a real one.
+    demo: bool = True
+    demo_interval: float = 20.0
     # CTI events between Guichet nodes: unset -> in-process bus (one node).
     redis_url: str | None = None
     # Console sessions: HMAC-signed tokens; unset -> a key generated once in var/secret.key.

@@ -8,6 +8,7 @@ collects key by key with `WAIT FOR DIGIT`.
 
 from __future__ import annotations
 
+import functools
 import logging
 import re
 from collections.abc import Sequence
@@ -135,7 +136,7 @@ class AgiLeg:
         for prompt in prompts:
             try:
                 response = await self._media(
-                    f"STREAM FILE {self._file(prompt)} {quote(escape_digits)}", plays_file=True
+                    f"STREAM FILE {self._file(prompt)} {_quoted(escape_digits)}", plays_file=True
                 )
             except _MissingAudio as missing:
                 if missing.key and missing.key in escape_digits:
@@ -209,8 +210,20 @@ class AgiLeg:
             raise CallerHungUp from exc
 
     def _file(self, prompt: Prompt) -> str:
-        path = f"{prompt.lang}/{prompt.key}"
-        return arg(f"{self._prefix}/{path}" if self._prefix else path)
+        return _sound_file(self._prefix, prompt.lang, prompt.key)
+
+
+# Both are pure functions of a few flow-defined values (no caller data): cached, as every call
+# plays the same prompts with the same escape digits.
+@functools.lru_cache(maxsize=4096)
+def _sound_file(prefix: str, lang: str, key: str) -> str:
+    path = f"{lang}/{key}"
+    return arg(f"{prefix}/{path}" if prefix else path)
+
+
+@functools.lru_cache(maxsize=64)
+def _quoted(escape_digits: str) -> str:
+    return quote(escape_digits)
 
 
 def _key(code: int, response: AgiResponse) -> str:

@@ -119,7 +119,10 @@ async def read_environment(
     try:
         async with asyncio.timeout(timeout):
             while True:
-                raw = await _read_line(reader)
+                try:
+                    raw = await reader.readuntil(b"\n")
+                except _READ_ERRORS as exc:
+                    raise _read_error(exc) from None
                 total += len(raw)
                 if total > max_bytes:
                     raise AgiProtocolError(f"agi_* environment larger than {max_bytes} bytes")
@@ -179,6 +182,35 @@ class AgiResponse:
 def parse_response(line: str) -> AgiResponse:
     """Parse one response line (without its newline). A `520-` first line parses with
     `usage` empty; `AgiChannel` reads the usage lines that follow it."""
+    if line.startswith(_COMMON):
+        common = _parse_common(line)
+        if common is not None:
+            return common
+    return _parse_general(line)
+
+
+_COMMON = "200 result="
+_ENDPOS = "endpos="
+
+
+def _parse_common(line: str) -> AgiResponse | None:
+    """The answers nearly every command gets, without regular expressions: `200 result=<v>`
+    and `200 result=<v> endpos=<digits>` (a key, a prompt played, a variable set). The
+    same response `_parse_general` gives; None for any other shape, which it then parses."""
+    value, sep, tail = line[len(_COMMON) :].partition(" ")
+    if not value.isprintable():  # no whitespace or control character left in the value
+        return None
+    if not sep:
+        return AgiResponse(code=200, result=value, raw=line, extra={})
+    digits = tail[len(_ENDPOS) :]
+    if tail.startswith(_ENDPOS) and digits.isascii() and digits.isdigit():
+        return AgiResponse(
+            code=200, result=value, endpos=int(digits), raw=line, extra={"endpos": digits}
+        )
+    return None
+
+
+def _parse_general(line: str) -> AgiResponse:
     status = _STATUS.fullmatch(line)
     if status is None:
         raise AgiProtocolError(f"not an AGI response: {excerpt(line)}")
@@ -190,8 +222,10 @@ def parse_response(line: str) -> AgiResponse:
         value, _, message = rest.removeprefix("result=").partition(" ")
         has_result = rest.startswith("result=")
         return AgiResponse(
-            code=code, result=value if has_result else None,
-            message=message if has_result else rest, raw=line,
+            code=code,
+            result=value if has_result else None,
+            message=message if has_result else rest,
+            raw=line,
         )
     extra = dict(_EXTRA.findall(found["extra"]))
     endpos = extra.get("endpos")
@@ -257,7 +291,17 @@ class AgiChannel:
         try:
             self._writer.write(line.encode(_ENCODING) + b"\n")
             await self._writer.drain()
-            return await self._read_response()
+            while True:  # the answer, past what Asterisk may send before it
+                text = await self._read_text()
+                if text == HANGUP_LINE:
+                    self.hangup_received = True
+                    continue
+                response = parse_response(text)
+                if 100 <= response.code < 200:  # `100 result=0 Trying...`: the answer follows
+                    continue
+                if response.code == 520 and text.startswith("520-"):
+                    return await self._read_usage(response)
+                return response
         except (ConnectionError, OSError) as exc:
             self._lost = True
             raise ConnectionLost(str(exc) or type(exc).__name__) from None
@@ -266,19 +310,6 @@ class AgiChannel:
             raise
         finally:
             self._busy = False
-
-    async def _read_response(self) -> AgiResponse:
-        while True:
-            text = await self._read_text()
-            if text == HANGUP_LINE:
-                self.hangup_received = True
-                continue
-            response = parse_response(text)
-            if 100 <= response.code < 200:  # `100 result=0 Trying...`: the answer follows
-                continue
-            if response.code == 520 and text.startswith("520-"):
-                return await self._read_usage(response)
-            return response
 
     async def _read_usage(self, first: AgiResponse) -> AgiResponse:
         usage: list[str] = []
@@ -292,7 +323,10 @@ class AgiChannel:
         raise AgiProtocolError("520 usage block without its `520 End of proper usage.` line")
 
     async def _read_text(self) -> str:
-        raw = await _read_line(self._reader)
+        try:
+            raw = await self._reader.readuntil(b"\n")
+        except _READ_ERRORS as exc:
+            raise _read_error(exc) from None
         return raw.rstrip(b"\r\n").decode(_ENCODING, "replace")
 
     async def close(self, timeout: float = 1.0) -> None:
@@ -303,17 +337,20 @@ class AgiChannel:
             return
         writer.close()
         try:
-            await asyncio.wait_for(writer.wait_closed(), timeout)
+            async with asyncio.timeout(timeout):  # no extra task, unlike wait_for
+                await writer.wait_closed()
         except (TimeoutError, ConnectionError, OSError):
             writer.transport.abort()
 
 
-async def _read_line(reader: asyncio.StreamReader) -> bytes:
-    try:
-        return await reader.readuntil(b"\n")
-    except asyncio.IncompleteReadError as exc:
-        raise ConnectionLost(f"EOF after {len(exc.partial)} bytes of a line") from None
-    except asyncio.LimitOverrunError as exc:
-        raise AgiProtocolError(f"line longer than {exc.consumed} bytes") from None
-    except (ConnectionError, OSError) as exc:
-        raise ConnectionLost(str(exc) or type(exc).__name__) from None
+# What reading a line can raise; `_read_error` says what it means for the conversation.
+# Callers catch these around `readuntil` themselves: one coroutine less per line.
+_READ_ERRORS = (asyncio.IncompleteReadError, asyncio.LimitOverrunError, ConnectionError, OSError)
+
+
+def _read_error(exc: BaseException) -> AgiError:
+    if isinstance(exc, asyncio.IncompleteReadError):
+        return ConnectionLost(f"EOF after {len(exc.partial)} bytes of a line")
+    if isinstance(exc, asyncio.LimitOverrunError):
+        return AgiProtocolError(f"line longer than {exc.consumed} bytes")
+    return ConnectionLost(str(exc) or type(exc).__name__)

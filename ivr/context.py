@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections import Counter
 from collections.abc import Callable, Sequence
@@ -12,9 +13,16 @@ from crm_bridge.ports import CitizenSummary, CrmPort, JourneyStep
 from crm_bridge.privacy import mask_national_number
 from ivr.leg import CallLeg, Collected
 from ivr.loader import LoadedFlow
-from ivr.prompts import Prompt
+from ivr.prompts import Prompt, PromptCatalogue
 
 log = logging.getLogger("guichet.ivr")
+
+
+@functools.lru_cache(maxsize=4096)
+def _prompt(catalogue: PromptCatalogue, key: str, lang: str) -> Prompt:
+    """`catalogue.prompt`, once per catalogue, key and language: every call plays the same
+    prompts. A reloaded flow brings a new catalogue object, so a stale entry is never hit."""
+    return catalogue.prompt(key, lang)
 
 
 @dataclass
@@ -55,13 +63,12 @@ class CallContext:
         """Resolve keys to prompts: `key@lang` is pinned; otherwise the caller's language, or
         every bilingual language in order while none is chosen (FR then NL in Brussels)."""
         catalogue = self.loaded.catalogue
+        lang = self.lang
         out: list[Prompt] = []
         for ref in keys:
             key, _, pinned = ref.partition("@")
-            languages = (
-                [pinned] if pinned else [self.lang] if self.lang else self.loaded.flow.bilingual
-            )
-            out.extend(catalogue.prompt(key, lang) for lang in languages)
+            languages = [pinned] if pinned else [lang] if lang else self.loaded.flow.bilingual
+            out.extend(_prompt(catalogue, key, language) for language in languages)
         return out
 
     def _note_prompts(self, keys: Sequence[str]) -> None:

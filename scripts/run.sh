@@ -12,7 +12,9 @@ echo "==> synthesising prompt audio (only changed prompts)"
 "$VENV/bin/guichet" audio build
 echo "==> checking flows"
 "$VENV/bin/guichet" flow check flows/commune.yaml
-echo "==> loading the demo citizen directory"
-"$VENV/bin/guichet" citizens import crm_bridge/demo_citizens.csv
-echo "==> starting Guichet (Ctrl-C to stop)"
+if [ -z "${GUICHET_AMI_HOST:-}" ]; then
+  echo "==> demo data: users (passwords printed on the first run), citizens, articles, queues"
+  "$VENV/bin/guichet" demo seed
+fi
+echo "==> starting Guichet (Ctrl-C to stop); without GUICHET_AMI_HOST a DEMO PBX places calls"
 exec "$VENV/bin/guichet" serve

@@ -18,6 +18,7 @@ pytest_plugins = ["agi_fixtures"]
 _TMP = tempfile.mkdtemp(prefix="guichet-tests-")
 os.environ["DATABASE_URL"] = f"sqlite+aiosqlite:///{_TMP}/default.db"
 os.environ.pop("GUICHET_DATABASE_URL", None)
+os.environ["GUICHET_DEMO"] = "0"  # a test that wants the demo PBX starts it itself
 
 from crm_bridge.db import session_factory  # noqa: E402
 from crm_bridge.models import Citizen  # noqa: E402

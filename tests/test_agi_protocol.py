@@ -14,7 +14,9 @@ from agi_peer import parse_args, read_log
 from ivr.agi_protocol import (
     AgiChannel,
     AgiProtocolError,
+    AgiResponse,
     ConnectionLost,
+    _parse_general,
     arg,
     parse_response,
     parse_script,
@@ -131,6 +133,37 @@ def test_parse_refusals() -> None:
     assert parse_response("100 result=0 Trying...").code == 100
     odd = parse_response("200 result=-1 Gosub label not found")
     assert (odd.result, odd.message) == ("-1", "Gosub label not found")
+
+
+# Shapes near the common ones, where a shortcut could part ways with the general parser.
+EDGE_ANSWERS = [
+    "200 result=0 endpos=8000", "200 result=1", "200 result=", "200 result=#", "200 result=*",
+    "200 result=-1 endpos=0", "200 result=-1 endpos=-1", "200 result=0 endpos=", "200 result=0 endpos=²",
+    "200 result=0 endpos=٣", "200 result=0 endpos=80 00", "200 result=0 endpos=8000 ",
+    "200 result=0  endpos=8000", "200 result=0 endpos=8000 x=1", "200 result=0 (timeout)",
+    "200 result=1\t", "200 result=1\x00", "200 result=1\u00a0", "200 result=é", "200 result=1 ",
+    "200 result=1 x", "200 result=1 Endpos=3", "200 result=(x)", "200 result=1 (", "200 result=1\r",
+    "200 result=1\nx", "200 result=1\u2028", "200 result=12345678901234567890",
+]
+
+
+@pytest.mark.parametrize("line", EDGE_ANSWERS)
+def test_the_common_answer_shortcut_agrees_with_the_general_parser(line: str) -> None:
+    try:
+        expected: AgiResponse | type[Exception] = _parse_general(line)
+    except (AgiProtocolError, ValueError) as exc:
+        expected = type(exc)
+    try:
+        got: AgiResponse | type[Exception] = parse_response(line)
+    except (AgiProtocolError, ValueError) as exc:
+        got = type(exc)
+    assert got == expected
+
+
+def test_the_shortcut_agrees_on_every_recorded_answer() -> None:
+    for line in recorded_answers():
+        if line != "HANGUP":
+            assert parse_response(line) == _parse_general(line)
 
 
 @pytest.mark.parametrize("line", ["", "HANGUP", "hello", "20 result=1", "agi_network: yes"])
