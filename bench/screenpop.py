@@ -20,14 +20,15 @@ own loop lag is printed: it is part of every latency figure.
 
 Two phases per round:
 
-* **latency**: `--rate` new calls/s (20) for `--duration` s, each call's events at the
+* **latency**: `--rate` new calls/s (20) for `--duration` s (60: a steady minute, so the
+  websockets' once-a-minute session re-check falls inside it), each call's events at the
   recorded pace (`--speed 1`; 0 sends a call's events at once). Target: pop p99 <= 25 ms.
 * **capacity**: `--capacity-calls` calls streamed back to back as fast as the socket takes
-  them. The server counts the AMI events it routed between two marker events; the figure
-  judged is the sustained rate of the whole pipeline (AMI, CTI state, bus, pop, websockets):
-  events / (first byte written -> last `call_ended` read by an agent). Target: >= 30,000
-  events/s on one core. The AMI read path alone (between the markers) and the events per
-  server CPU-second are printed beside it.
+  them. The server counts the AMI events it routed between two marker events around them.
+  Target: >= 30,000 events/s on one core, judged per server CPU-second (the machine is
+  shared: wall-clock rates are printed too, with the CPU other processes took from the
+  server's core), twice: the AMI read path (parse, route, CTI state: between the markers)
+  and the whole pipeline (until the last `call_ended` reached its agent's websocket).
 
 Cases are pre-created with a citizen each (`--cases created`, as the IVR would have done)
 or left out (`--cases pending`: the pop shows what the AMI variables say). Rounds repeat
@@ -35,7 +36,7 @@ or left out (`--cases pending`: the pop shows what the AMI variables say). Round
 spread: the machine is shared. Loopback only; every wait is bounded and the run stops by
 itself.
 
-    .venv/bin/python bench/screenpop.py [--agents 500] [--rate 20] [--duration 20]
+    .venv/bin/python bench/screenpop.py [--agents 500] [--rate 20] [--duration 60]
         [--capacity-calls 1000] [--repeat 3] [--cases created|pending]
 """
 
@@ -122,15 +123,30 @@ def _marker(phase: str) -> bytes:
     return f"Event: {MARKER}\r\nPrivilege: system,all\r\nPhase: {phase}\r\n\r\n".encode()
 
 
-async def _lag_probe(lags: array.array[float]) -> None:
-    """Record how late the loop wakes up after each `LAG_TICK` sleep, in ms, with when."""
+async def _lag_probe(lags: array.array[float], cpu: array.array[float] | None = None) -> None:
+    """Record how late the loop wakes up after each `LAG_TICK` sleep, in ms, with when (and
+    the process's CPU time then, into `cpu`)."""
     loop = asyncio.get_running_loop()
     while True:
         before = loop.time()
         await asyncio.sleep(LAG_TICK)
         now = loop.time()
-        lags.append(time.monotonic())
+        at = time.monotonic()
+        lags.append(at)
         lags.append((now - before - LAG_TICK) * 1000)
+        if cpu is not None:
+            cpu.append(at)
+            cpu.append(time.process_time())
+
+
+def _value_at(trace: Sequence[float], t: float) -> float:
+    """The last value recorded at or before `t` in a (time, value) trace."""
+    found = float("nan")
+    for i in range(0, len(trace) - 1, 2):
+        if trace[i] > t:
+            break
+        found = trace[i + 1]
+    return found
 
 
 def _core_times(core: int) -> tuple[float, float]:
@@ -387,11 +403,17 @@ class Book:
             self.ended[i] == self.ended[i] and self.popped[i] == self.popped[i] for i in calls
         )
 
-    async def wait(self, calls: range, deadline: float) -> None:
+    async def wait(self, calls: range, deadline: float, idle: float = 5.0) -> None:
+        """Until every call has its pop and its end, nothing came for `idle` s (some were
+        lost), or `deadline`."""
         while not self.done(calls) and time.monotonic() < deadline:
             self.changed.clear()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.changed.wait(), max(0.01, deadline - time.monotonic()))
+            try:
+                await asyncio.wait_for(
+                    self.changed.wait(), max(0.01, min(idle, deadline - time.monotonic()))
+                )
+            except TimeoutError:
+                return
 
     def phase(self, calls: range, first_write: float, last_write: float) -> dict[str, Any]:
         latencies = [
@@ -735,7 +757,8 @@ async def _server(conn: Connection, spec: ServerSpec) -> None:
         uvicorn.Config(guichet.app, host=HOST, port=0, log_level="warning", log_config=None)
     )
     serving = asyncio.create_task(console.serve())
-    probe = asyncio.create_task(_lag_probe(lags))
+    cpu_trace: array.array[float] = array.array("d")
+    probe = asyncio.create_task(_lag_probe(lags, cpu_trace))
     try:
         await _seed(guichet, spec)
         guichet.ami.subscribe(on_marker, [MARKER])
@@ -762,6 +785,7 @@ async def _server(conn: Connection, spec: ServerSpec) -> None:
                         "t": time.monotonic(),
                         "lags": lags.tolist(),
                         "gc": gc_pauses.tolist(),
+                        "cpu_trace": cpu_trace.tolist(),
                         "pushed": guichet.pop.pushed,
                         "slow_cut": guichet.hub.slow_consumers_cut,
                         "bus_dropped": pop_sub.dropped if pop_sub is not None else 0,
@@ -883,7 +907,7 @@ def _cell(values: Sequence[float], fmt: str) -> str:
     if not clean:
         return "-"
     med = statistics.median(clean)
-    if len(clean) == 1:
+    if min(clean) == max(clean):
         return format(med, fmt)
     return f"{format(med, fmt)} ({format(min(clean), fmt)}-{format(max(clean), fmt)})"
 
@@ -916,6 +940,7 @@ def _rates(rounds: list[Round], name: str) -> dict[str, list[float]]:
             "read_rate",
             "sustained",
             "cpu_rate",
+            "read_cpu_rate",
             "cpu_share",
             "others",
             "stolen",
@@ -933,13 +958,17 @@ def _rates(rounds: list[Round], name: str) -> dict[str, list[float]]:
         out["sustained"].append(routed / span if span > 0 else float("nan"))
         start = r.server["markers"].get(f"{name}-start")
         if start is not None:
-            busy = r.server["cpu"] - start["cpu"] if name == "capacity" else cpu
+            busy = cpu
+            if name == "capacity":  # until the last call_ended reached its agent
+                busy = _value_at(r.server["cpu_trace"], phase["last_end"]) - start["cpu"]
             out["cpu_rate"].append(routed / busy if busy > 0 else float("nan"))
+            out["read_cpu_rate"].append(routed / cpu if cpu > 0 else float("nan"))
             out["cpu_share"].append(100 * cpu / wall if wall > 0 else float("nan"))
             end = r.server["markers"].get(f"{name}-end")
-            if end is not None and wall > 0:
+            if end is not None and wall >= 1.0:  # /proc/stat counts in 10 ms ticks
                 busy_core = end["core_busy"] - start["core_busy"]
-                out["others"].append(100 * (busy_core - cpu) / wall)
+                others = 100 * (busy_core - cpu) / wall
+                out["others"].append(min(100.0, max(0.0, others)))
                 out["stolen"].append(100 * (end["core_stolen"] - start["core_stolen"]) / wall)
     return out
 
@@ -952,7 +981,7 @@ def _contention(rates: dict[str, list[float]]) -> None:
     )
 
 
-def report(rounds: list[Round], opts: Options) -> tuple[bool, bool | None]:
+def report(rounds: list[Round], opts: Options) -> tuple[bool, bool | None, bool | None]:
     first = rounds[0].load
     per_call = first["events_per_call"]
     print(
@@ -984,7 +1013,11 @@ def report(rounds: list[Round], opts: Options) -> tuple[bool, bool | None]:
         "AMI events routed (parsed) by the server",
         f"{_cell(rates['routed'], '.0f')} ({_cell(rates['parsed'], '.0f')})",
     )
-    _row("  events/s (offered load)", _cell(rates["read_rate"], ",.0f"))
+    _row(
+        "  events/s, phase average",
+        _cell(rates["read_rate"], ",.0f"),
+        f"steady: {opts.rate * per_call:,.0f} offered",
+    )
     _row("server CPU (its core)", _cell(rates["cpu_share"], ".0f") + " %")
     _contention(rates)
     _row("  events per server CPU-second", _cell(rates["cpu_rate"], ",.0f"), "fixed costs included")
@@ -1017,7 +1050,8 @@ def report(rounds: list[Round], opts: Options) -> tuple[bool, bool | None]:
     )
     p99_ok = statistics.median(p99s) <= TARGET_P99_MS
 
-    events_ok: bool | None = None
+    read_ok: bool | None = None
+    pipeline_ok: bool | None = None
     if opts.capacity_calls:
         cap = [r.phase("capacity") or {} for r in rounds]
         rates = _rates(rounds, "capacity")
@@ -1031,24 +1065,31 @@ def report(rounds: list[Round], opts: Options) -> tuple[bool, bool | None]:
             "AMI events routed (parsed)",
             f"{_cell(rates['routed'], '.0f')} ({_cell(rates['parsed'], '.0f')})",
         )
+        read_ok = statistics.median(rates["read_cpu_rate"]) >= TARGET_EVENTS
+        pipeline_ok = statistics.median(rates["cpu_rate"]) >= TARGET_EVENTS
+        print("  AMI read path (parse, route, CTI state), between the markers:")
         _row(
-            "whole pipeline events/s (sustained)",
-            _cell(rates["sustained"], ",.0f"),
-            f"target >= {TARGET_EVENTS:,}: "
-            f"{_verdict(statistics.median(rates['sustained']) >= TARGET_EVENTS)}",
+            "  events per server CPU-second",
+            _cell(rates["read_cpu_rate"], ",.0f"),
+            f"target >= {TARGET_EVENTS:,}: {_verdict(read_ok)}",
         )
-        _row("  AMI read path alone events/s", _cell(rates["read_rate"], ",.0f"), "between markers")
-        _row("  events per server CPU-second", _cell(rates["cpu_rate"], ",.0f"), "until drained")
-        _row("  server CPU during the read path", _cell(rates["cpu_share"], ".0f") + " %")
+        _row("  events/s, wall clock", _cell(rates["read_rate"], ",.0f"))
+        _row("  server CPU share", _cell(rates["cpu_share"], ".0f") + " %")
         _contention(rates)
+        print("  whole pipeline (pops and call ends delivered to the agents):")
         _row(
-            "pop latency under saturation p50 / p99",
+            "  events per server CPU-second",
+            _cell(rates["cpu_rate"], ",.0f"),
+            f"target >= {TARGET_EVENTS:,}: {_verdict(pipeline_ok)}",
+        )
+        _row("  events/s, wall clock (first byte -> last end)", _cell(rates["sustained"], ",.0f"))
+        _row(
+            "  pop latency under saturation p50 / p99",
             _cell([_percentile(p["latencies_ms"], 0.5) for p in cap], ",.0f")
             + " / "
             + _cell([_percentile(p["latencies_ms"], 0.99) for p in cap], ",.0f")
             + " ms",
         )
-        events_ok = statistics.median(rates["sustained"]) >= TARGET_EVENTS
     print()
     _row(
         "bus events the pop lost (dropped)", _cell([r.server["bus_dropped"] for r in rounds], ".0f")
@@ -1066,7 +1107,7 @@ def report(rounds: list[Round], opts: Options) -> tuple[bool, bool | None]:
     )
     for line in dict.fromkeys(line for r in rounds for line in r.end["sample"]):
         print(f"    e.g. {line[:160]}")
-    return p99_ok, events_ok
+    return p99_ok, read_ok, pipeline_ok
 
 
 def _options(argv: list[str] | None) -> Options:
@@ -1074,7 +1115,7 @@ def _options(argv: list[str] | None) -> Options:
     add = parser.add_argument
     add("--agents", type=int, default=500, help="console users, one websocket each")
     add("--rate", type=float, default=20.0, help="new calls per second (latency phase)")
-    add("--duration", type=float, default=20.0, help="seconds of new calls (latency phase)")
+    add("--duration", type=float, default=60.0, help="seconds of new calls (latency phase)")
     add("--calls", type=int, default=None, help="latency-phase calls (default: rate x duration)")
     add("--speed", type=float, default=1.0, help="1: recorded pace within a call; 0: at once")
     add("--capacity-calls", type=int, default=1000, help="calls back to back (0: no phase)")
@@ -1130,13 +1171,15 @@ def main(argv: list[str] | None = None) -> int:
             f"round {n + 1}/{opts.repeat} done ({time.monotonic() - started:.0f} s)",
             file=sys.stderr,
         )
-    p99_ok, events_ok = report(rounds, opts)
-    print(f"\nTARGETS ({time.monotonic() - started:.0f} s in all)")
+    p99_ok, read_ok, pipeline_ok = report(rounds, opts)
+    print(f"\nTARGETS (medians; {time.monotonic() - started:.0f} s in all)")
     print(f"  pop p99 <= {TARGET_P99_MS:g} ms at {opts.rate:g} calls/s: {_verdict(p99_ok)}")
-    print(
-        f"  >= {TARGET_EVENTS:,} AMI events/s on one core (whole pipeline, sustained): "
-        + ("not measured" if events_ok is None else _verdict(events_ok))
-    )
+    for what, ok in (
+        ("AMI events parsed and routed (read path)", read_ok),
+        ("the whole pipeline, pops delivered", pipeline_ok),
+    ):
+        verdict = "not measured" if ok is None else _verdict(ok)
+        print(f"  >= {TARGET_EVENTS:,} events/s on one core, {what}: {verdict}")
     return 0
 
 

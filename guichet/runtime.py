@@ -16,6 +16,7 @@ from fastapi import FastAPI
 from console.deps import ConsoleConfig
 from console.factory import create_console_app
 from console.push import PushHub
+from console.routers.agent import agent_routers
 from console.screenpop import ScreenPop
 from crm_bridge.audit import AuditLog
 from crm_bridge.buffered import BufferedCrm
@@ -119,6 +120,7 @@ class Guichet:
             users=self.users,
             hub=self.hub,
             registry=self.registry,
+            extra_routers=agent_routers(),
             config=ConsoleConfig.from_settings(s),
         )
         state = self.app.state
