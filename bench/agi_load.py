@@ -79,6 +79,7 @@ CALIBRATION_ID = "bench.calibration"
 TARGET_CONCURRENT, TARGET_P99_MS, TARGET_RATIO = 1000, 5.0, 3.0
 LAG_TICK = 0.01  # seconds between two samples of the generator's concurrent calls
 SATURATED = 0.9  # a generator busier than this share of its core may hold the server back
+NOISY = 0.05  # other processes using this share of a core during a window make it noisy
 
 
 # --- process plumbing -----------------------------------------------------------------------
@@ -93,6 +94,17 @@ def _pin(core: int) -> None:
 
 def _cores() -> list[int]:
     return sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else [0]
+
+
+def _busy_cpu_seconds() -> float:
+    """CPU seconds all processes on the machine have used since boot (/proc/stat)."""
+    try:
+        with open("/proc/stat") as f:
+            fields = [int(x) for x in f.readline().split()[1:]]
+    except (OSError, ValueError):
+        return float("nan")
+    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)  # idle + iowait
+    return (sum(fields[:8]) - idle) / os.sysconf("SC_CLK_TCK")
 
 
 def _percentile(sorted_values: list[float], share: float) -> float:
@@ -254,6 +266,9 @@ async def _serve_guichet(conn: Connection, flows_dir: str | Path, db_url: str, l
                 figures["peak"] = max(figures["peak"], server.active_calls)
                 await asyncio.sleep(0.005)
 
+        def window_start() -> None:
+            figures["cpu_window"] = time.process_time()
+
         def window_end() -> None:  # the writes still queued when the measured window closes
             figures["backlog"] = crm.pending if store else 0
             figures["cpu_window"] = time.process_time() - figures["cpu_window"]
@@ -266,7 +281,7 @@ async def _serve_guichet(conn: Connection, flows_dir: str | Path, db_url: str, l
         while (message := await _next_message(conn, ready)) != "stop":
             cpu0 = time.process_time()
             t_window, t_end = message  # loop.time() is time.monotonic(): the orchestrator's clock
-            loop.call_at(t_window, lambda: figures.__setitem__("cpu_window", time.process_time()))
+            loop.call_at(t_window, window_start)
             loop.call_at(t_end, window_end)
         loop.remove_reader(conn.fileno())
         watcher.cancel()
@@ -603,6 +618,7 @@ class Run:
     spec: LoadSpec
     generators: list[dict[str, Any]]
     server: dict[str, Any]
+    machine_busy: float  # CPU seconds used on the machine during the window, by anyone
     latencies_ms: list[float] = field(default_factory=list)
     lags_ms: list[float] = field(default_factory=list)
 
@@ -628,6 +644,13 @@ class Run:
     @property
     def server_cpu(self) -> float:
         return float(self.server["cpu_window"]) / self.spec.window
+
+    @property
+    def others(self) -> float:
+        """CPU other processes used during the window, in cores: the machine's busy time less
+        the server's and the generators'. Anything but ~0 is noise in every figure."""
+        ours = float(self.server["cpu_window"]) + sum(float(g["cpu"]) for g in self.generators)
+        return max(0.0, self.machine_busy - ours) / self.spec.window
 
     @property
     def cpu_per_call_ms(self) -> float:
@@ -683,6 +706,12 @@ def measure(
             )
             proc.start()
             generators.append((proc, mine))
+        busy: list[float] = []
+        sampler = threading.Thread(
+            target=_sample_busy,
+            args=(busy, start_at + spec.ramp, start_at + spec.ramp + spec.window),
+        )
+        sampler.start()
         budget = 1.5 + spec.ramp + spec.window + 60
         figures = []
         for proc, mine in generators:
@@ -693,7 +722,8 @@ def measure(
         ours.send("stop")
         if not ours.poll(180):
             raise RuntimeError(f"{name}: the server did not report")
-        return Run(name, spec, figures, ours.recv())
+        sampler.join()
+        return Run(name, spec, figures, ours.recv(), busy[1] - busy[0])
     finally:
         for proc, _ in generators:
             if proc.is_alive():
@@ -701,6 +731,12 @@ def measure(
         server.join(10)
         if server.is_alive():
             server.kill()
+
+
+def _sample_busy(out: list[float], *at: float) -> None:
+    for t in at:
+        time.sleep(max(0.0, t - time.monotonic()))
+        out.append(_busy_cpu_seconds())
 
 
 async def _record_call(flows: Path, db_url: str) -> Script:
@@ -747,6 +783,7 @@ class Options:
     generators: int
     seed: int
     citizens: int
+    server_core: int | None
 
 
 def _cell(values: list[float], fmt: str) -> str:
@@ -803,6 +840,11 @@ def report_latency(runs: list[Run], script: Script, opts: Options) -> tuple[bool
         [f"{_percentile(r.lags_ms, 0.99):.2f} ms" for r in runs],
         "how late the generator itself ran",
     )
+    _row(
+        "other processes' CPU",
+        [f"{100 * r.others:.0f} % of a core" for r in runs],
+        f"> {100 * NOISY:g} %: they shared the cores, figures are noisy",
+    )
     _row("journeys stored", [_journeys(r) for r in runs])
     return concurrent >= TARGET_CONCURRENT, p99 <= TARGET_P99_MS and guichet.total("failed") == 0
 
@@ -846,6 +888,12 @@ def report_capacity(rounds: dict[str, list[Run]], script: Script, opts: Options)
         "generator CPU (its core)",
         [_cell([100 * r.generator_cpu for r in rounds[n]], ".0f") + " %" for n in names],
         f"> {100 * SATURATED:.0f} %: the generator may be the limit",
+        30,
+    )
+    _row(
+        "other processes' CPU",
+        [_cell([100 * r.others for r in rounds[n]], ".0f") + " %" for n in names],
+        f"> {100 * NOISY:g} % of a core: noisy",
         30,
     )
     _row("calls failed", [str(sum(r.total("failed") for r in rounds[n])) for n in names], "", 30)
@@ -908,6 +956,7 @@ def _options(argv: list[str] | None) -> Options:
     add("--generators", type=int, default=1, help="load generator processes")
     add("--citizens", type=int, default=10_000, help="citizen directory size (SQLite)")
     add("--seed", type=int, default=1)
+    add("--server-core", type=int, default=None, help="core for the servers (default: the first)")
     args = parser.parse_args(argv)
     return Options(
         calls=args.calls,
@@ -925,6 +974,7 @@ def _options(argv: list[str] | None) -> Options:
         generators=max(1, args.generators),
         seed=args.seed,
         citizens=args.citizens,
+        server_core=args.server_core,
     )
 
 
@@ -932,11 +982,9 @@ def main(argv: list[str] | None = None) -> int:
     opts = _options(argv)
     ctx = mp.get_context("spawn")
     cores = _cores()
-    server_core = cores[0]
-    generator_cores = [
-        cores[1 + n % (len(cores) - 1)] if len(cores) > 1 else cores[0]
-        for n in range(opts.generators)
-    ]
+    server_core = cores[0] if opts.server_core is None else opts.server_core
+    others = [core for core in cores if core != server_core] or [server_core]
+    generator_cores = [others[n % len(others)] for n in range(opts.generators)]
     if len(cores) == 1:
         print("warning: one CPU core only; server and load share it", file=sys.stderr)
     tmp = Path(tempfile.mkdtemp(prefix="guichet-agi-bench-"))

@@ -165,6 +165,19 @@ def _core_times(core: int) -> tuple[float, float]:
     return float("nan"), float("nan")
 
 
+def _run_delay() -> float:
+    """Seconds this process's live threads spent runnable but waiting for a CPU."""
+    total = 0
+    with contextlib.suppress(OSError):
+        for task in os.listdir("/proc/self/task"):
+            with (
+                contextlib.suppress(OSError, ValueError, IndexError),
+                open(f"/proc/self/task/{task}/schedstat", encoding="ascii") as stat,
+            ):
+                total += int(stat.read().split()[1])
+    return total / 1e9
+
+
 def _lags_between(lags: Sequence[float], start: float, end: float) -> list[float]:
     return [lags[i + 1] for i in range(0, len(lags) - 1, 2) if start <= lags[i] <= end]
 
@@ -265,6 +278,7 @@ class AmiReplay:
     def __init__(self) -> None:
         self.writer: asyncio.StreamWriter | None = None
         self.sessions = 0
+        self.lost = 0  # events written while Guichet was disconnected
         self.ready = asyncio.Event()  # logged in and the rebuild's lists answered
         self.actions: dict[str, int] = {}
         self._server: asyncio.Server | None = None
@@ -285,8 +299,11 @@ class AmiReplay:
         await asyncio.gather(*self._tasks, return_exceptions=True)
 
     def write(self, data: bytes) -> None:
+        """Send now; while Guichet is away (it reconnects by itself) the events are lost,
+        and counted."""
         if self.writer is None or self.writer.is_closing():
-            raise ConnectionError("Guichet is not connected to the AMI replay")
+            self.lost += data.count(b"\r\n\r\n")
+            return
         self.writer.write(data)
 
     async def drain(self) -> None:
@@ -614,6 +631,7 @@ async def _load(conn: Connection, spec: LoadSpec) -> None:
                 "duplicates": book.duplicates,
                 "frames": book.frames,
                 "ami_sessions": replay.sessions,
+                "ami_lost": replay.lost,
                 "calls": {"written": book.written, "popped": book.popped, "ended": book.ended},
                 "ami_actions": replay.actions,
                 "events_per_call": len(template.blocks),
@@ -749,6 +767,7 @@ async def _server(conn: Connection, spec: ServerSpec) -> None:
             "cpu": time.process_time(),
             "core_busy": busy,
             "core_stolen": stolen,
+            "run_delay": _run_delay(),
         }
         if profiler is not None and phase == "capacity-start":
             profiler.enable()
@@ -805,7 +824,7 @@ async def _server(conn: Connection, spec: ServerSpec) -> None:
         warnings = [line for line in lines if " WARNING " in line]
         errors = [line for line in lines if " ERROR " in line]
         conn.send(
-            {"warnings": len(warnings), "errors": len(errors), "sample": (errors + warnings)[:3]}
+            {"warnings": len(warnings), "errors": len(errors), "sample": (errors + warnings)[:5]}
         )
 
 
@@ -944,6 +963,7 @@ def _rates(rounds: list[Round], name: str) -> dict[str, list[float]]:
             "cpu_share",
             "others",
             "stolen",
+            "waited",
         )
     }
     for r in rounds:
@@ -970,6 +990,7 @@ def _rates(rounds: list[Round], name: str) -> dict[str, list[float]]:
                 others = 100 * (busy_core - cpu) / wall
                 out["others"].append(min(100.0, max(0.0, others)))
                 out["stolen"].append(100 * (end["core_stolen"] - start["core_stolen"]) / wall)
+                out["waited"].append(100 * (end["run_delay"] - start["run_delay"]) / wall)
     return out
 
 
@@ -978,6 +999,11 @@ def _contention(rates: dict[str, list[float]]) -> None:
         "others on the server's core (stolen)",
         _cell(rates["others"], ".0f") + " % (" + _cell(rates["stolen"], ".0f") + " %)",
         "other processes, hypervisor",
+    )
+    _row(
+        "server threads runnable, waiting for the core",
+        _cell(rates["waited"], ".0f") + " %",
+        "thread-seconds per second",
     )
 
 
@@ -1099,7 +1125,12 @@ def report(rounds: list[Round], opts: Options) -> tuple[bool, bool | None, bool 
         "pops on a wrong agent / duplicates",
         f"{sum(r.load['wrong_agent'] for r in rounds)} / {sum(r.load['duplicates'] for r in rounds)}",
     )
-    _row("AMI sessions (1 = no reconnect)", _cell([r.load["ami_sessions"] for r in rounds], ".0f"))
+    _row(
+        "AMI sessions (1 = no reconnect) / events lost",
+        _cell([r.load["ami_sessions"] for r in rounds], ".0f")
+        + " / "
+        + _cell([r.load["ami_lost"] for r in rounds], ".0f"),
+    )
     _row(
         "server log warnings / errors",
         f"{_cell([r.end['warnings'] for r in rounds], '.0f')} / "

@@ -20,6 +20,7 @@ from sqlmodel import select
 
 from console.push import PushHub
 from crm_bridge.audit import AuditLog, Subject
+from crm_bridge.buffered import BufferedCrm
 from crm_bridge.case_facts import CaseView
 from crm_bridge.cases import CaseService
 from crm_bridge.db import session_factory
@@ -73,12 +74,15 @@ class ScreenPop:
         knowledge: KnowledgeBase,
         audit: AuditLog,
         crm: SqlCrm,
+        journeys: BufferedCrm | None = None,
         outbox: CaseOutbox | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.bus, self.hub, self.users, self.cases = bus, hub, users, cases
         self.knowledge, self.audit, self.crm, self.outbox = knowledge, audit, crm, outbox
         self.clock = clock
+        # Journeys are written off the call path: ask the writer first, it knows queued ones.
+        self._journeys: BufferedCrm | SqlCrm = journeys or crm
         self._engine: AsyncEngine = crm.engine
         self._sub: Subscription | None = None
         self._task: asyncio.Task[None] | None = None
@@ -194,7 +198,7 @@ class ScreenPop:
         lang = (case or {}).get("language") or event.lang or "fr"
         category = (case or {}).get("category") or event.request_type
         citizen_id = (case or {}).get("citizen_id")
-        journey = await self.crm.get_journey(event.call_id)
+        journey = await self._journeys.get_journey(event.call_id)
         articles = await self.knowledge.for_request_type(category, lang) if category else []
         return {
             "case": case,
@@ -207,11 +211,14 @@ class ScreenPop:
         reference = event.case_id
         if not reference:
             return None
-        view: CaseView | None = await self.cases.get_case(reference)
+        # Pending first: a case leaves the outbox only once written, so asking in this order
+        # never misses one that is written between the two questions.
+        facts = self.outbox.pending_case(reference) if self.outbox is not None else None
+        view: CaseView | None = None if facts else await self.cases.get_case(reference)
         if view is not None:
             data: dict[str, Any] = _jsonable(asdict(view))
             data["reference"] = reference
-        elif self.outbox is not None and (facts := self.outbox.pending_case(reference)):
+        elif facts is not None:
             # The store has not answered yet: the pop shows what the IVR handed over.
             data = {
                 "reference": reference,

@@ -42,10 +42,20 @@ TRANSIENT: tuple[type[BaseException], ...] = (
 )
 
 
+# SQLSTATE classes that pass: connection exception, transaction rollback (deadlock,
+# serialization), insufficient resources, operator intervention (shutdown, restart).
+# asyncpg's "the database system is shutting down" (57P03) reaches us as a bare DBAPIError.
+RETRY_SQLSTATES = frozenset({"08", "40", "53", "57"})
+
+
 def is_transient(exc: BaseException) -> bool:
+    """Worth retrying: the database is away or busy, not refusing the write."""
     if isinstance(exc, DBAPIError) and exc.connection_invalidated:
         return True
-    return isinstance(exc, TRANSIENT)
+    if isinstance(exc, TRANSIENT):
+        return True
+    code = getattr(getattr(exc, "orig", None), "sqlstate", None)
+    return isinstance(exc, DBAPIError) and isinstance(code, str) and code[:2] in RETRY_SQLSTATES
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,7 +64,8 @@ class _Write:
 
 
 class BufferedCrm:
-    """A CrmPort whose writes return at once and are stored in order, with retries."""
+    """A CrmPort whose writes return at once and are stored in order (journeys in theirs,
+    callbacks in theirs), with retries."""
 
     def __init__(
         self,
@@ -71,6 +82,7 @@ class BufferedCrm:
         self._queue: asyncio.Queue[_Write] = asyncio.Queue()
         self._task: asyncio.Task[None] | None = None
         self._taken = 0  # writes the writer holds and has not finished with
+        self._unsaved: dict[str, CallJourney] = {}  # call id -> journey not stored yet
         self.rejected: list[
             CallJourney | CallbackRequest
         ] = []  # kept for an operator, never retried
@@ -110,7 +122,15 @@ class BufferedCrm:
         self._queue.put_nowait(_Write(request))
 
     async def save_journey(self, journey: CallJourney) -> None:
+        self._unsaved[journey.call_id] = journey
         self._queue.put_nowait(_Write(journey))
+
+    async def get_journey(self, call_id: str) -> CallJourney | None:
+        """A call's journey, stored or still queued (the screen-pop reads it at once)."""
+        if (journey := self._unsaved.get(call_id)) is not None:
+            return journey
+        getter = getattr(self.inner, "get_journey", None)
+        return await getter(call_id) if getter is not None else None
 
     async def _drain(self) -> None:
         while True:
@@ -128,6 +148,9 @@ class BufferedCrm:
             await self._store(
                 journeys, self.inner.save_journey, getattr(self.inner, "save_journeys", None)
             )
+            for journey in journeys:  # stored, or kept aside in `rejected`
+                if self._unsaved.get(journey.call_id) is journey:
+                    del self._unsaved[journey.call_id]
 
     async def _store(
         self,

@@ -25,8 +25,6 @@ from dataclasses import replace
 from pathlib import Path
 from typing import IO
 
-from sqlalchemy.exc import DBAPIError
-
 from crm_bridge.adapters import CrmUnavailable
 from crm_bridge.buffered import is_transient
 from crm_bridge.case_facts import CallFacts
@@ -35,9 +33,6 @@ from crm_bridge.references import new_reference
 log = logging.getLogger("guichet.crm.outbox")
 
 WriteCase = Callable[[CallFacts], Awaitable[str]]
-# SQLSTATE classes that pass: connection exception, transaction rollback (deadlock,
-# serialization), insufficient resources, operator intervention (shutdown, restart).
-_RETRY_SQLSTATES = frozenset({"08", "40", "53", "57"})
 # Call ids remembered after their write, so a call handed off twice keeps its reference.
 KNOWN_CALLS = 10_000
 
@@ -49,15 +44,8 @@ def _private(path: Path, mode: str) -> IO[str]:
 
 
 def is_transient_write(exc: BaseException) -> bool:
-    """Worth retrying: the database or the external CRM is away, not refusing the case.
-
-    Beyond `is_transient`, PostgreSQL's own word counts: asyncpg's "the database system is
-    shutting down" (57P03) reaches us as a bare DBAPIError, as do deadlocks and full disks.
-    """
-    if is_transient(exc) or isinstance(exc, CrmUnavailable):
-        return True
-    code = getattr(getattr(exc, "orig", None), "sqlstate", None)
-    return isinstance(exc, DBAPIError) and isinstance(code, str) and code[:2] in _RETRY_SQLSTATES
+    """Worth retrying: the database (see `is_transient`) or the external CRM is away."""
+    return is_transient(exc) or isinstance(exc, CrmUnavailable)
 
 
 class SpoolLocked(RuntimeError):

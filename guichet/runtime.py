@@ -90,6 +90,7 @@ class Guichet:
             knowledge=knowledge,
             audit=audit,
             crm=self.store,
+            journeys=self.crm,
             outbox=self.outbox,
         )
         await self.pop.start()

@@ -64,6 +64,8 @@ async def test_outage_then_recovery_stores_each_write_once(own_cluster: _Cluster
                                                   caller="0470123456", requested_at=T0))
         await asyncio.sleep(0.5)
         assert crm.pending > 0  # still queued: nothing was lost or dropped
+        queued = await crm.get_journey("during-1")  # readable before it is stored
+        assert queued is not None and queued.call_id == "during-1"
         await asyncio.to_thread(pg_ctl, own_cluster, "start")
         await asyncio.wait_for(crm.flush(), 60)
         for call_id in ("before", "during-0", "during-1", "during-2"):
