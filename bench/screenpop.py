@@ -660,6 +660,22 @@ class ServerSpec:
     cases: str  # "created" | "pending"
     profile: str | None
     core: int  # the one it is pinned to
+    synchronous: str  # SQLite's PRAGMA synchronous: "full" (its default) or "normal"
+
+
+def _sqlite_synchronous(engine: Any, level: str) -> None:
+    """`PRAGMA synchronous` on every new connection of `engine` (a what-if: Guichet leaves
+    SQLite's default, FULL, which syncs the WAL at every commit)."""
+    from sqlalchemy import event
+
+    def on_connect(dbapi_connection: Any, _record: Any) -> None:
+        cursor = dbapi_connection.cursor()
+        try:
+            cursor.execute(f"PRAGMA synchronous={level.upper()}")
+        finally:
+            cursor.close()
+
+    event.listen(engine.sync_engine, "connect", on_connect)
 
 
 def run_server(conn: Connection, spec: ServerSpec, core: int) -> None:
@@ -751,6 +767,9 @@ async def _server(conn: Connection, spec: ServerSpec) -> None:
     guichet = Guichet(settings)
     await guichet.start()
     assert guichet.ami is not None
+    if spec.synchronous != "full":  # an experiment: SQLite's default is FULL
+        _sqlite_synchronous(guichet.store.engine, spec.synchronous)
+        await guichet.store.engine.dispose()  # pooled connections reopen with it
     markers: dict[str, dict[str, float]] = {}
     lags: array.array[float] = array.array("d")
     profiler = cProfile.Profile() if spec.profile else None
@@ -843,6 +862,7 @@ class Options:
     profile: str | None
     tmp_dir: str | None
     dump: str | None
+    synchronous: str
 
 
 @dataclass
@@ -894,7 +914,14 @@ def run_round(ctx: SpawnContext, opts: Options, tmp: Path, cores: list[int]) -> 
         load.start()
         ami_port = _wait(load_pipe, 120, "load start", load)
         server_spec = ServerSpec(
-            str(tmp), ami_port, opts.agents, references, opts.cases, opts.profile, server_core
+            str(tmp),
+            ami_port,
+            opts.agents,
+            references,
+            opts.cases,
+            opts.profile,
+            server_core,
+            opts.synchronous,
         )
         server = ctx.Process(
             target=run_server, args=(its_server, server_spec, server_core), daemon=True
@@ -1013,7 +1040,8 @@ def report(rounds: list[Round], opts: Options) -> tuple[bool, bool | None, bool 
     print(
         f"SCREEN-POP: {opts.agents} agents (one websocket each, bearer token), "
         f"{SCENARIO} synthesised ({per_call} AMI events/call over "
-        f"{first['call_seconds']:.1f} s recorded), cases {opts.cases}; Guichet on one core, "
+        f"{first['call_seconds']:.1f} s recorded), cases {opts.cases}, SQLite synchronous="
+        f"{opts.synchronous}; Guichet on one core, "
         f"AMI replay + websocket clients on the other; {len(rounds)} round(s): median (min-max)"
     )
 
@@ -1155,6 +1183,12 @@ def _options(argv: list[str] | None) -> Options:
     add("--profile", default=None, help="write the server's cProfile of the capacity phase")
     add("--tmp-dir", default=None, help="where the database and spool go (default: system temp)")
     add("--dump", default=None, help="write every call's timestamps (JSON), per round")
+    add(
+        "--sqlite-synchronous",
+        choices=("full", "normal"),
+        default="full",
+        help="what-if: SQLite's PRAGMA synchronous (Guichet leaves the default, full)",
+    )
     args = parser.parse_args(argv)
     calls = args.calls if args.calls is not None else round(args.rate * args.duration)
     if args.agents < 1 or calls < 1 or args.rate <= 0 or args.speed < 0:
@@ -1170,6 +1204,7 @@ def _options(argv: list[str] | None) -> Options:
         profile=args.profile,
         tmp_dir=args.tmp_dir,
         dump=args.dump,
+        synchronous=args.sqlite_synchronous,
     )
 
 

@@ -11,7 +11,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import asdict
 from typing import Any
 
@@ -90,6 +90,10 @@ class ScreenPop:
         self._queued_at: dict[str, float] = {}
         self._agents: dict[str, UserView] = {}  # agent id (agent1) -> console user
         self._talking: dict[str, int] = {}  # call id -> user id of the agent on it
+        self._writes: set[asyncio.Task[None]] = (
+            set()
+        )  # audit rows and assignments, off the pop path
+        self._dropped_seen = 0
         self.pushed = 0
 
     async def start(self) -> None:
@@ -105,10 +109,17 @@ class ScreenPop:
                 await self._task
         for task in self._prepared.values():
             task.cancel()
+        await self.drain()
 
     async def _run(self) -> None:
         assert self._sub is not None
         async for event in self._sub:
+            if self._sub.dropped != self._dropped_seen:
+                log.error(
+                    "screen-pop fell behind: %d CTI events dropped, some pops are lost",
+                    self._sub.dropped - self._dropped_seen,
+                )
+                self._dropped_seen = self._sub.dropped
             try:
                 await self.handle(event)
             except Exception:
@@ -190,7 +201,9 @@ class ScreenPop:
         citizen = data.get("citizen")
         if citizen:
             reason = (data.get("case") or {}).get("reference") or f"call {event.call_id}"
-            await self.audit.record(user, CITIZEN_SHOWN, Subject.citizen(citizen["id"]), reason)
+            self._write(
+                self.audit.record(user, CITIZEN_SHOWN, Subject.citizen(citizen["id"]), reason)
+            )
 
     async def _build(self, event: CallEvent) -> dict[str, Any]:
         """Everything the agent sees, gathered once per call while it waits in the queue."""
@@ -271,16 +284,6 @@ class ScreenPop:
             return
         self._talking[event.call_id] = user.id
         reference = event.case_id
-        if reference:
-            try:
-                await self.cases.assign(reference, user.id)
-            except Exception as exc:  # not written yet, or closed: the agent sees the call anyway
-                log.warning(
-                    "call %s: case %s not assigned (%s)",
-                    event.call_id,
-                    reference,
-                    type(exc).__name__,
-                )
         self.hub.publish(
             user.id,
             "call_answered",
@@ -290,6 +293,34 @@ class ScreenPop:
                 "agent_channel": event.agent_channel,
             },
         )
+        if reference:
+            self._write(self._assign(event.call_id, reference, user.id))
+
+    async def _assign(self, call_id: str, reference: str, user_id: int) -> None:
+        try:
+            await self.cases.assign(reference, user_id)
+        except Exception as exc:  # not written yet, or closed: the agent sees the call anyway
+            log.warning(
+                "call %s: case %s not assigned (%s)", call_id, reference, type(exc).__name__
+            )
+
+    def _write(self, work: Coroutine[Any, Any, object]) -> None:
+        """A database write the agent's screen must not wait for."""
+
+        async def run() -> None:
+            try:
+                await work
+            except Exception:
+                log.exception("screen-pop: background write failed")
+
+        task = asyncio.create_task(run())
+        self._writes.add(task)
+        task.add_done_callback(self._writes.discard)
+
+    async def drain(self) -> None:
+        """Wait for the background writes (tests, shutdown)."""
+        while self._writes:
+            await asyncio.gather(*self._writes, return_exceptions=True)
 
     async def _ended(self, event: CallEnded) -> None:
         self._queued_at.pop(event.call_id, None)

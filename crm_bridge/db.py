@@ -47,10 +47,14 @@ def _sqlite_file(url: URL) -> Path | None:
 
 
 def _tune_sqlite(dbapi_connection: Any, _record: Any) -> None:
-    """WAL lets the console read while a call writes; the busy timeout absorbs short locks."""
+    """WAL lets the console read while a call writes; the busy timeout absorbs short locks.
+    synchronous=NORMAL is WAL's recommended mode: never corrupts, and does not fsync every
+    commit (a full fsync per pop held agents' pops for seconds on a busy disk). What must
+    survive a power cut (cases handed to Asterisk) is spooled by the case outbox first."""
     cursor = dbapi_connection.cursor()
     try:
         cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA synchronous=NORMAL")
         cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
         cursor.execute("PRAGMA foreign_keys=ON")
     finally:

@@ -132,6 +132,7 @@ async def test_case_before_ring_and_pop_only_on_the_ringing_agent(
                     while True:
                         message = json.loads(await asyncio.wait_for(two.recv(), 0.5))
                         assert message.get("type") not in {"screen_pop", "call_answered"}
+        await guichet.pop.drain()  # the assignment is written off the pop's path
         case = await guichet.cases.get_case(reference)
         assert case is not None and case.status == "in_progress"
         user = await guichet.users.get("agent1")

@@ -15,6 +15,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import random
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -202,9 +203,12 @@ async def _listen(websocket: WebSocket, subscription: Subscription) -> bool:
 async def _watch(principal: Principal, state: ConsoleState, subscription: Subscription) -> None:
     """Re-check the session now and then; close 4401 once it is expired or revoked."""
     interval = state.config.ws_revalidate_interval
+    # Spread the checks: hundreds of agents connected at once must not all query together.
+    first = interval * random.uniform(0.5, 1.0)
     while True:
         until_expiry = principal.session.claims.expires_at - time.time()
-        await asyncio.sleep(max(0.0, min(interval, until_expiry + 1)))
+        await asyncio.sleep(max(0.0, min(first, until_expiry + 1)))
+        first = interval
         try:
             await state.sessions.resolve(principal.session.token)
         except InvalidToken as exc:
