@@ -1034,7 +1034,7 @@ def _options(argv: list[str] | None) -> Options:
     add("--media-max-ms", type=float, default=1500.0, help="media command answer delay, maximum")
     names = ",".join(SERVERS)
     add("--latency-servers", type=_servers, default=["sqlite"], help=f"among {names}")
-    add("--capacity-window", type=float, default=5.0, help="seconds measured (0: no capacity run)")
+    add("--capacity-window", type=float, default=4.0, help="seconds measured (0: no capacity run)")
     add("--capacity-warmup", type=float, default=2.0, help="seconds before each window")
     add("--capacity-calls", type=int, default=200, help="concurrent calls (capacity runs)")
     add("--capacity-media-min-ms", type=float, default=0.0, help="media delay (default: none)")

@@ -102,13 +102,15 @@ def expand_all(template: str, values: dict[str, list[str]]) -> list[str]:
     return [expand(template, dict(zip(names, combo, strict=True))) for combo in combos]
 
 
+class _Keep(dict[str, str]):
+    """Placeholders with no value stay as written."""
+
+    def __missing__(self, key: str) -> str:
+        return "{" + key + "}"
+
+
 def expand(template: str, variables: dict[str, str]) -> str:
     """Fill `{name}` placeholders; unknown names stay visible rather than failing a live call."""
-
-    class _Keep(dict[str, str]):
-        def __missing__(self, key: str) -> str:
-            return "{" + key + "}"
-
     return template.format_map(_Keep(variables))
 
 
