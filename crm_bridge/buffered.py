@@ -15,7 +15,6 @@ that survives a restart belongs to the case store (CTI issue).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
@@ -25,6 +24,7 @@ from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 from crm_bridge.ports import CallbackRequest, CallJourney, CitizenSummary, CrmPort
+from crm_bridge.writer import drain_and_cancel
 
 log = logging.getLogger("guichet.crm")
 
@@ -106,11 +106,7 @@ class BufferedCrm:
         """Flush what is queued (bounded by `timeout`), then stop the writer."""
         if self._task is None:
             return
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._queue.join(), timeout)
-        self._task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await self._task
+        await drain_and_cancel(self._task, self._queue, timeout)
         self._task = None
         if self.pending:
             log.error("%d CRM writes still pending at shutdown", self.pending)

@@ -14,7 +14,6 @@ pending and compacted at start. One process per spool file (a lock file enforces
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import fcntl
 import json
 import logging
@@ -29,6 +28,7 @@ from crm_bridge.adapters import CrmUnavailable
 from crm_bridge.buffered import is_transient
 from crm_bridge.case_facts import CallFacts
 from crm_bridge.references import new_reference
+from crm_bridge.writer import drain_and_cancel
 
 log = logging.getLogger("guichet.crm.outbox")
 
@@ -126,11 +126,7 @@ class CaseOutbox:
         """Write what is queued (bounded by ``timeout``); what is left stays in the spool."""
         if self._task is None:
             return
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._queue.join(), timeout)
-        self._task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await self._task
+        await drain_and_cancel(self._task, self._queue, timeout)
         self._task = None
         if self._pending:
             log.warning("%d case(s) still pending, kept in %s", len(self._pending), self.spool)

@@ -128,19 +128,9 @@ class RunningConsole:
         return connect(url, additional_headers=headers, proxy=None, **kwargs)
 
 
-@contextlib.asynccontextmanager
-async def running_console(
-    tmp_path: Path,
-    *,
-    hub: PushHub | None = None,
-    registry: FlowRegistry | None = None,
-    extra_routers: Sequence[APIRouter] = (),
-    config: ConsoleConfig | None = None,
-) -> AsyncIterator[RunningConsole]:
-    engine = make_engine(f"sqlite+aiosqlite:///{tmp_path / 'console.db'}")
-    await init_db(engine)
-    users = UserService(engine, hasher=FAST_HASHER)
-    people = {
+async def create_people(users: UserService) -> dict[str, UserView]:
+    """Alice and Bob (agents on PJSIP/agent1 and agent2), Sophie (supervisor), Nora (admin)."""
+    return {
         "alice": await users.create_user(
             "alice",
             PASSWORDS["alice"],
@@ -167,6 +157,21 @@ async def running_console(
             "nora", PASSWORDS["nora"], role="admin", display_name="Nora Peeters", ui_language="nl"
         ),
     }
+
+
+@contextlib.asynccontextmanager
+async def running_console(
+    tmp_path: Path,
+    *,
+    hub: PushHub | None = None,
+    registry: FlowRegistry | None = None,
+    extra_routers: Sequence[APIRouter] = (),
+    config: ConsoleConfig | None = None,
+) -> AsyncIterator[RunningConsole]:
+    engine = make_engine(f"sqlite+aiosqlite:///{tmp_path / 'console.db'}")
+    await init_db(engine)
+    users = UserService(engine, hasher=FAST_HASHER)
+    people = await create_people(users)
     hub = hub or PushHub()
     app = create_console_app(
         engine=engine,

@@ -20,7 +20,7 @@ from typing import Any
 import httpx
 import pytest
 from ami_peer import AmiPeer, Block, Expect, Hook, Script, Session, recorded_answer, recording
-from console_fixtures import FAST_HASHER, PASSWORDS, SECRET, serve_app
+from console_fixtures import FAST_HASHER, PASSWORDS, SECRET, create_people, serve_app
 from crm_fixtures import *  # noqa: F403  (the crm_engine fixture: SQLite, then PostgreSQL)
 from crm_fixtures import NN_1985, NN_1990, make_nn
 from cti_harness import Cti, running
@@ -157,33 +157,7 @@ class AgentDesk:
 
 
 async def _people(users: UserService) -> dict[str, UserView]:
-    return {
-        "alice": await users.create_user(
-            "alice",
-            PASSWORDS["alice"],
-            role="agent",
-            display_name="Alice Dupont",
-            interface="PJSIP/agent1",
-        ),
-        "bob": await users.create_user(
-            "bob",
-            PASSWORDS["bob"],
-            role="agent",
-            display_name="Bob Janssens",
-            interface="PJSIP/agent2",
-            ui_language="nl",
-        ),
-        "sophie": await users.create_user(
-            "sophie",
-            PASSWORDS["sophie"],
-            role="supervisor",
-            display_name="Sophie Martin",
-            ui_language="en",
-        ),
-        "nora": await users.create_user(
-            "nora", PASSWORDS["nora"], role="admin", display_name="Nora Peeters", ui_language="nl"
-        ),
-    }
+    return await create_people(users)
 
 
 @contextlib.asynccontextmanager
