@@ -1,6 +1,6 @@
 """AMI events per second on one core: Guichet's AmiClient + CtiState against raw panoramisk.
 
-Every event Asterisk 22 sent in the recordings (/work/shared/asterisk/*/ami.log, connection
+Every event Asterisk 22 sent in the recordings (../shared/asterisk/*/ami.log, connection
 c1) is streamed again and again by a peer in another process (another core) over loopback
 TCP, after a real Login exchange:
 
@@ -36,6 +36,7 @@ from panoramisk.message import Message
 from cti.ami import AmiClient, AmiConfig, AmiMessage, parse_message
 from cti.events import Event
 from cti.state import EVENTS, VARSET_FILTER, CtiState
+from guichet.replay.agi_caller import transcripts_dir
 
 BANNER = b"Asterisk Call Manager/11.0.0\r\n"
 FULLY_BOOTED = (
@@ -222,7 +223,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--events", type=int, default=150_000, help="events per run (bounded)")
     parser.add_argument("--runs", type=int, default=2, help="runs per side, the best is kept")
-    parser.add_argument("--recordings", type=Path, default=Path("/work/shared/asterisk"))
+    parser.add_argument("--recordings", type=Path, default=transcripts_dir())
     args = parser.parse_args(argv)
 
     blocks = recorded_events(args.recordings)

@@ -6,7 +6,7 @@ to the other core, plays both Asterisk and the agents:
 
 * an AMI server that Guichet logs in to (Login, FullyBooted, Ping, the rebuild's empty
   CoreShowChannels/QueueStatus/QueueSummary), then streams calls synthesised from the
-  `inbound-answered` recording (/work/shared/asterisk): per call fresh Uniqueids, channel
+  `inbound-answered` recording (shipped in guichet/replay/recordings): per call fresh Uniqueids, channel
   names, bridge id and case reference, and the ringing member rotated over the agents
   (`Local/agent1@agents`, `Agent One`, `PJSIP/agent1` -> agent N);
 * `--agents` console users (interface `PJSIP/agentN`), each signed in with a bearer token
@@ -69,12 +69,13 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
+sys.path[:0] = [str(ROOT)]
 
-from ami_peer import Block, Script  # noqa: E402
+from guichet.replay.agi_caller import BUNDLED_RECORDINGS  # noqa: E402
+from guichet.replay.ami_server import Block, Script  # noqa: E402
 
 HOST = "127.0.0.1"
-RECORDINGS = Path("/work/shared/asterisk")
+RECORDINGS = BUNDLED_RECORDINGS  # inbound-answered ships with Guichet (byte-exact copy)
 SCENARIO = "inbound-answered"
 AMI_SECRET = "bench-ami-secret"
 PASSWORD = "bench agent password"
@@ -660,12 +661,12 @@ class ServerSpec:
     cases: str  # "created" | "pending"
     profile: str | None
     core: int  # the one it is pinned to
-    synchronous: str  # SQLite's PRAGMA synchronous: "full" (its default) or "normal"
+    synchronous: str  # SQLite's PRAGMA synchronous: "normal" (Guichet's) or "full"
 
 
 def _sqlite_synchronous(engine: Any, level: str) -> None:
-    """`PRAGMA synchronous` on every new connection of `engine` (a what-if: Guichet leaves
-    SQLite's default, FULL, which syncs the WAL at every commit)."""
+    """`PRAGMA synchronous` on every new connection of `engine` (a what-if: Guichet sets
+    NORMAL; FULL syncs the WAL at every commit)."""
     from sqlalchemy import event
 
     def on_connect(dbapi_connection: Any, _record: Any) -> None:
@@ -767,7 +768,7 @@ async def _server(conn: Connection, spec: ServerSpec) -> None:
     guichet = Guichet(settings)
     await guichet.start()
     assert guichet.ami is not None
-    if spec.synchronous != "full":  # an experiment: SQLite's default is FULL
+    if spec.synchronous != "normal":  # an experiment: Guichet itself sets NORMAL
         _sqlite_synchronous(guichet.store.engine, spec.synchronous)
         await guichet.store.engine.dispose()  # pooled connections reopen with it
     markers: dict[str, dict[str, float]] = {}
@@ -1186,8 +1187,8 @@ def _options(argv: list[str] | None) -> Options:
     add(
         "--sqlite-synchronous",
         choices=("full", "normal"),
-        default="full",
-        help="what-if: SQLite's PRAGMA synchronous (Guichet leaves the default, full)",
+        default="normal",
+        help="what-if: SQLite's PRAGMA synchronous (Guichet sets normal)",
     )
     args = parser.parse_args(argv)
     calls = args.calls if args.calls is not None else round(args.rate * args.duration)

@@ -9,7 +9,6 @@ Registered as a pytest plugin from `tests/conftest.py` (`pytest_plugins = ["agi_
 from __future__ import annotations
 
 import asyncio
-import os
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime
@@ -21,6 +20,7 @@ import pytest
 from agi_peer import AsteriskPeer, Transcript
 
 from crm_bridge.store import SqlCrm
+from guichet.replay.agi_caller import transcripts_dir
 from ivr.agi_leg import AgiLeg
 from ivr.agi_protocol import AgiChannel, read_environment
 from ivr.fastagi import FastAgiServer
@@ -29,14 +29,9 @@ from ivr.registry import FlowRegistry
 ROOT = Path(__file__).resolve().parent.parent
 HOST = "127.0.0.1"
 SOUNDS_PREFIX = "guichet"
-# The Asterisk 22 recordings: `shared/asterisk` beside the clone (as in CI), a vendored
-# `asterisk/`, or wherever GUICHET_TRANSCRIPTS points.
-_TRANSCRIPT_DIRS = (ROOT / "asterisk", ROOT.parent / "shared" / "asterisk",
-                    Path("/work/shared/asterisk"))
-TRANSCRIPTS = Path(
-    os.environ.get("GUICHET_TRANSCRIPTS")
-    or next((p for p in _TRANSCRIPT_DIRS if p.is_dir()), _TRANSCRIPT_DIRS[0])
-)
+# The Asterisk 22 recordings: `shared/asterisk` beside the clone (as in CI), or wherever
+# GUICHET_TRANSCRIPTS points.
+TRANSCRIPTS = transcripts_dir()
 # Monday 23 November 2026, 10:00 in Brussels: the sample flow's desks are open.
 OPEN_HOURS = datetime(2026, 11, 23, 10, 0, tzinfo=ZoneInfo("Europe/Brussels"))
 
@@ -87,8 +82,15 @@ nodes:
   queue: {kind: queue, queue: population-nl}
   goodbye: {kind: hangup, prompt: vm-goodbye}
 """
-REPLAY_PROMPTS = ["hello", "vm-press", "vm-options", "vm-enter-num-to-call",
-                  "please-try-again", "auth-thankyou", "vm-goodbye"]
+REPLAY_PROMPTS = [
+    "hello",
+    "vm-press",
+    "vm-options",
+    "vm-enter-num-to-call",
+    "please-try-again",
+    "auth-thankyou",
+    "vm-goodbye",
+]
 
 
 def make_flows_dir(target: Path) -> Path:

@@ -42,7 +42,7 @@ from crm_bridge.models import Citizen
 from crm_bridge.users import UserService, UserView
 from cti.events import AgentRinging, CallAnswered, CallTransferred
 
-# The dial plan of the recordings (/work/shared/asterisk/README.md): transfers to
+# The dial plan of the recordings (shared/asterisk/README.md): transfers to
 # `population-fr@transfer-targets`, click-to-dial through `click-to-dial`.
 RECORDED_DIALPLAN = CallControlConfig(
     transfer_context="transfer-targets",

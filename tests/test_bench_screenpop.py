@@ -7,13 +7,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-
 ROOT = Path(__file__).resolve().parent.parent
-RECORDING = Path("/work/shared/asterisk/inbound-answered/ami.log")
 
 
-@pytest.mark.skipif(not RECORDING.exists(), reason="needs the Asterisk recordings in shared/")
 def test_bench_runs_with_five_agents_and_three_calls() -> None:
     done = subprocess.run(
         [
