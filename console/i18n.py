@@ -1,4 +1,5 @@
-"""UI strings in French, Dutch and English, by key, from ``console/locales/<lang>.yaml``.
+"""UI strings in French, Dutch and English, by key, from ``console/locales/<lang>.yaml`` and
+one file per console area, ``console/locales/<area>/<lang>.yaml`` (a key lives in one file).
 
 A signed-in user sees the console in their ``ui_language``; the login page (no user yet)
 follows ``?lang=``, then the browser's Accept-Language, then French. Templates call
@@ -66,9 +67,15 @@ class Translator:
     def load(cls, directory: Path = LOCALES_DIR) -> Translator:
         catalogues: dict[str, dict[str, str]] = {}
         for lang in LANGUAGES:
-            path = directory / f"{lang}.yaml"
             entries: dict[str, str] = {}
-            _flatten(yaml.safe_load(path.read_text(encoding="utf-8")) or {}, "", entries, path)
+            # <lang>.yaml, then one file per console area: <area>/<lang>.yaml
+            for path in (directory / f"{lang}.yaml", *sorted(directory.glob(f"*/{lang}.yaml"))):
+                found: dict[str, str] = {}
+                _flatten(yaml.safe_load(path.read_text(encoding="utf-8")) or {}, "", found, path)
+                clash = sorted(found.keys() & entries.keys())
+                if clash:
+                    raise CatalogueError(f"{path}: keys defined twice: {', '.join(clash[:5])}")
+                entries.update(found)
             catalogues[lang] = entries
         return cls(catalogues)
 

@@ -7,6 +7,7 @@ cd "$ROOT"
 
 install_debian espeak-ng ffmpeg
 install_python
+install_frontend
 
 echo "==> synthesising prompt audio (only changed prompts)"
 "$VENV/bin/guichet" audio build

@@ -33,3 +33,9 @@ install_python() {
   "$VENV/bin/python" -m pip install -q --upgrade pip >/dev/null
   "$VENV/bin/python" -m pip install -q -e "$ROOT${extras:+[$extras]}"
 }
+
+install_frontend() {
+  # The console's browser libraries come from npm (console/frontend), copied into static/vendor.
+  command -v npm >/dev/null 2>&1 || install_debian nodejs npm
+  bash "$ROOT/scripts/build_static.sh"
+}

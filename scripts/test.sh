@@ -7,6 +7,7 @@ cd "$ROOT"
 
 install_debian espeak-ng ffmpeg postgresql redis-server chromium
 install_python test
+install_frontend
 
 echo "==> ruff"
 "$VENV/bin/ruff" check .
