@@ -17,7 +17,9 @@ from console.deps import ConsoleConfig
 from console.factory import create_console_app
 from console.push import PushHub
 from console.routers.agent import agent_routers
+from console.routers.supervisor import supervisor_routers
 from console.screenpop import ScreenPop
+from console.wallboard import Wallboard
 from crm_bridge.audit import AuditLog
 from crm_bridge.buffered import BufferedCrm
 from crm_bridge.cases import CaseService
@@ -58,6 +60,7 @@ class Guichet:
     cti: CtiBridge | None = None
     pbx: Pbx | None = None
     pop: ScreenPop = field(init=False)
+    wallboard: Wallboard = field(init=False)
     app: FastAPI = field(init=False)
 
     async def start(self) -> None:
@@ -94,6 +97,14 @@ class Guichet:
             outbox=self.outbox,
         )
         await self.pop.start()
+        self.wallboard = Wallboard(
+            bus=self.bus,
+            hub=self.hub,
+            engine=engine,
+            users=self.users,
+            ivr_calls=self._ivr_calls,
+        )
+        await self.wallboard.start()
         ami_host, ami_port = s.ami_host, s.ami_port
         if not s.ami_host and s.demo:
             self.demo_pbx = await start_demo_pbx(s, interval=s.demo_interval)
@@ -121,7 +132,7 @@ class Guichet:
             users=self.users,
             hub=self.hub,
             registry=self.registry,
-            extra_routers=agent_routers(),
+            extra_routers=[*agent_routers(), *supervisor_routers()],
             config=ConsoleConfig.from_settings(s),
         )
         state = self.app.state
@@ -133,6 +144,7 @@ class Guichet:
             self.outbox,
         )
         state.pbx, state.cti_state = self.pbx, self.cti.state if self.cti else None
+        state.wallboard = self.wallboard
         self.agi = FastAgiServer(
             self.registry,
             self.crm,
@@ -151,6 +163,10 @@ class Guichet:
             ", ".join(self.registry.names()) or "none",
         )
 
+    def _ivr_calls(self) -> int:
+        agi = getattr(self, "agi", None)
+        return agi.active_calls if agi is not None else 0
+
     async def stop(self) -> None:
         """Reverse order: stop taking calls, then let queued writes reach the store."""
         if self.demo_pbx is not None:
@@ -162,6 +178,7 @@ class Guichet:
             await self.demo_pbx.stop()
         if self.cti is not None:
             await self.cti.stop()
+        await self.wallboard.stop()
         await self.pop.stop()
         self.hub.close_all()
         await self.bus.close()

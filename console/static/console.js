@@ -202,7 +202,10 @@
   document.addEventListener("DOMContentLoaded", function () {
     var body = document.body;
     if (!body.dataset.wsUrl) return;
-    var push = new GuichetPush({ url: body.dataset.wsUrl, userId: body.dataset.userId });
+    // A page that follows topics names them: <div data-ws-topics="role:supervisor">.
+    var holder = document.querySelector("[data-ws-topics]");
+    var topics = holder ? holder.dataset.wsTopics.split(",").filter(Boolean) : [];
+    var push = new GuichetPush({ url: body.dataset.wsUrl, userId: body.dataset.userId, topics: topics });
     var badge = document.getElementById("connection");
     if (badge) {
       push.on("status", function (status) {
