@@ -23,7 +23,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from datetime import datetime
 from datetime import time as dtime
 from typing import Any
@@ -34,6 +34,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlmodel import col
 
 from console.push import PushHub
+from crm_bridge.kpi import totals_since
 from crm_bridge.models import CALLBACK_PENDING, CallbackRecord
 from crm_bridge.report import ivr_report
 from crm_bridge.users import UserService, UserView
@@ -44,7 +45,6 @@ from cti.wallboard import BRUSSELS, DEFAULT_THRESHOLD, Row, WallboardModel
 log = logging.getLogger("guichet.console.wallboard")
 
 SUPERVISORS = "supervisor"
-Seeder = Callable[[AsyncEngine, datetime, float], Awaitable[Any]]
 
 
 class Wallboard:
@@ -107,8 +107,6 @@ class Wallboard:
         return datetime.combine(self.model.day, dtime(0), self.tz)
 
     async def _seed(self) -> None:
-        from crm_bridge.kpi import totals_since
-
         totals = await totals_since(self.engine, self._midnight(), self.model.threshold)
         for queue, q in totals.queues.items():
             self.model.seed_queue(

@@ -162,6 +162,33 @@ class QueueStatsChanged(Event):
     paused: int
 
 
+@dataclass(frozen=True, kw_only=True)
+class SpyEvent(Event):
+    """A supervisor's ChanSpy leg on an agent's channel. `spy_channel` is the supervisor's
+    channel (PJSIP/sup1-00000000: what to hang up to stop), `spied_channel` the agent's
+    member leg. The call ids are those of the queue call that leg is connected to, when the
+    CTI knows one (None for a spied channel outside the queues)."""
+
+    spy_channel: str
+    spy_uniqueid: str | None = None
+    spied_channel: str
+    spied_uniqueid: str | None = None
+    call_id: str | None = None
+    linked_id: str | None = None
+    case_id: str | None = None
+    agent: AgentRef | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class SpyStarted(SpyEvent):
+    """ChanSpyStart: the supervisor hears the call (and maybe talks, per the spy mode)."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class SpyStopped(SpyEvent):
+    """ChanSpyStop, or the spy leg hung up (or vanished while Guichet was away)."""
+
+
 EVENT_TYPES: dict[str, type[Event]] = {
     cls.__name__: cls
     for cls in (
@@ -174,6 +201,8 @@ EVENT_TYPES: dict[str, type[Event]] = {
         CallEnded,
         AgentStateChanged,
         QueueStatsChanged,
+        SpyStarted,
+        SpyStopped,
     )
 }
 

@@ -1,6 +1,6 @@
-"""The one way Guichet acts on Asterisk: originate, transfer, hang up, hold, queue membership
-and pause, supervisor spying. Every method sends AMI actions through `AmiClient` and raises
-`ActionFailed` when Asterisk answers `Response: Error`.
+"""The one way Guichet acts on Asterisk: originate, transfer, redirect, hang up, hold, queue
+membership and pause, supervisor spying (and its mode switches). Every method sends AMI
+actions through `AmiClient` and raises `ActionFailed` when Asterisk answers `Response: Error`.
 
 A `Success` response means Asterisk accepted the action, not that the call did what was
 asked; the outcome arrives as domain events (CallTransferred, CallEnded...). Notably:
@@ -37,6 +37,12 @@ SpyMode = Literal["listen", "whisper", "barge"]
 # ChanSpy options: q quiet (no beep), b only bridged channels, E end when the spied channel
 # hangs up; then S (listen only), w (whisper to the spied channel) or B (barge: talk to both).
 SPY_OPTIONS: dict[SpyMode, str] = {"listen": "qbES", "whisper": "qbEw", "barge": "qbEB"}
+# Option `d` lets DTMF switch modes during the spy: 4 listen, 5 whisper, 6 barge. Guichet
+# appends it after the recorded recipe (`qbEwd`) when the mode may change, and switches by
+# emulating a keypress *received* on the supervisor's channel (`spy_mode`), so the
+# supervisor can also switch from the phone's own keypad.
+SPY_SWITCH_OPTION = "d"
+SPY_DIGITS: dict[SpyMode, str] = {"listen": "4", "whisper": "5", "barge": "6"}
 # OriginateResponse `Reason` (enum ast_control_frame_type of the outgoing channel).
 ORIGINATE_REASONS = {
     0: "failed (no such endpoint or channel)",
@@ -296,16 +302,47 @@ class Pbx:
         caller_id: str | None = None,
         timeout: float = 10.0,
         key: str | None = None,
+        switchable: bool = False,
     ) -> OriginateResult:
         """Ring the supervisor's phone and, when answered, run ChanSpy on `spied`: a channel
         name prefix (`Local/agent1@agents` matches the agent's member leg; with `b` only a
         bridged one). Stop with `hangup(result.channel)`. ChanSpy needs media flowing on the
-        spied channel to stop promptly (silent test channels block its audiohook detach)."""
+        spied channel to stop promptly (silent test channels block its audiohook detach).
+        `switchable` adds option `d` (`Local/agent1@agents,qbEwd`): `spy_mode` then works."""
+        options = SPY_OPTIONS[mode] + (SPY_SWITCH_OPTION if switchable else "")
         return await self.originate(
             supervisor,
             application="ChanSpy",
-            data=f"{spied},{SPY_OPTIONS[mode]}",
+            data=f"{spied},{options}",
             caller_id=caller_id,
             timeout=timeout,
             key=key,
+        )
+
+    async def spy_mode(self, spy_channel: str, mode: SpyMode) -> None:
+        """Switch a running `spy(..., switchable=True)` to `mode`: AMI `PlayDTMF` with
+        `Receive: true` (Asterisk >= 16) makes the supervisor's channel *receive* the digit
+        ChanSpy's `d` option reads (4 listen, 5 whisper, 6 barge), as if keyed on the phone.
+        Without `d` the digit does nothing and Asterisk still answers Success."""
+        await self._do(
+            {
+                "Action": "PlayDTMF",
+                "Channel": spy_channel,
+                "Digit": SPY_DIGITS[mode],
+                "Receive": "true",
+            }
+        )
+
+    async def redirect(self, channel: str, exten: str, context: str, *, priority: int = 1) -> None:
+        """Send `channel` to `exten@context` (AMI `Redirect`), e.g. a citizen waiting in a
+        queue to another queue's extension. On a connected call it takes the channel out of
+        its bridge; see the module docstring for why hold does not use it."""
+        await self._do(
+            {
+                "Action": "Redirect",
+                "Channel": channel,
+                "Exten": exten,
+                "Context": context,
+                "Priority": str(priority),
+            }
         )

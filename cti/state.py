@@ -18,6 +18,10 @@ same way every time. Facts it relies on (shared/asterisk/README.md, Asterisk 22)
   only says something when no queue call explains it (click-to-dial, a direct call); when
   the state interface is the member's own Local channel it mirrors our call and is ignored.
 * Wrap-up (queues.conf `wrapuptime`) has no end event: `tick(now)` ends it.
+* ChanSpy (supervisor-spy): `ChanSpyStart`/`ChanSpyStop` carry `Spyer*` and `Spyee*`
+  headers; `SpyeeUniqueid` is the agent's member leg (AgentConnect's `DestUniqueid`), which
+  ties the spy to the queue call. ChanSpyStop comes before the spyer's Hangup; a Hangup of
+  a spyer without ChanSpyStop still ends the spy.
 """
 
 from __future__ import annotations
@@ -41,6 +45,8 @@ from cti.events import (
     QueueStatsChanged,
     RingEndReason,
     RingWithdrawn,
+    SpyStarted,
+    SpyStopped,
 )
 from cti.snapshot import SnapChannel, Snapshot, chanvars, flag, interface_of, number, text
 from ivr.variables import EXPORTED, channel_variable
@@ -73,6 +79,8 @@ EVENTS = (
     "QueueMemberAdded",
     "QueueMemberRemoved",
     "QueueMemberPenalty",
+    "ChanSpyStart",
+    "ChanSpyStop",
 )
 # The channel variables Guichet sets (ivr.variables: one list for the AGI leg, manager.conf
 # channelvars and us); only the citizen's channel carries values.
@@ -142,6 +150,21 @@ class Call:
 
 
 @dataclass
+class Spy:
+    """A running ChanSpy, keyed by the spyer channel's Uniqueid."""
+
+    uniqueid: str
+    channel: str  # the supervisor's leg
+    spied_channel: str
+    spied_uniqueid: str
+    agent: str | None  # member interface of the spied leg
+    # the queue call the spied leg talks to, kept: a spy may stop after the call ended
+    call_id: str | None = None
+    linked_id: str | None = None
+    case_id: str | None = None
+
+
+@dataclass
 class Membership:
     paused: bool = False
     reason: str = ""
@@ -176,6 +199,7 @@ class CtiState:
         self.calls: dict[str, Call] = {}
         self.agents: dict[str, Agent] = {}
         self._legs: dict[str, str] = {}  # member leg Uniqueid -> agent interface
+        self.spies: dict[str, Spy] = {}  # spyer channel Uniqueid -> the spy
         self._queue_shown: dict[str, tuple[int, float | None, int, int, int, int]] = {}
         self._handlers = {
             "Newchannel": self._channel,
@@ -201,6 +225,8 @@ class CtiState:
             "QueueMemberAdded": self._member,
             "QueueMemberPenalty": self._member,
             "QueueMemberRemoved": self._member_removed,
+            "ChanSpyStart": self._spy_start,
+            "ChanSpyStop": self._spy_stop,
         }
         # per apply()
         self._out: list[Event] = []
@@ -333,6 +359,9 @@ class CtiState:
 
     def _hangup(self, h: Mapping[str, Any], at: float) -> None:
         uid = text(h, "Uniqueid")
+        spy = self.spies.pop(uid, None)
+        if spy is not None:  # the spyer hung up without a ChanSpyStop
+            self._out.append(self._spy_event(SpyStopped, spy, at))
         self.channels.pop(uid, None)
         self._legs.pop(uid, None)
         call = self.calls.pop(uid, None)
@@ -583,6 +612,55 @@ class CtiState:
             )
         )
 
+    # --- supervisors' ChanSpy ---
+
+    def _spy_start(self, h: Mapping[str, Any], at: float) -> None:
+        spy = self._spy_from(h)
+        if spy.uniqueid:
+            self.spies[spy.uniqueid] = spy
+        self._out.append(self._spy_event(SpyStarted, spy, at))
+
+    def _spy_stop(self, h: Mapping[str, Any], at: float) -> None:
+        # unknown when it started before we connected
+        spy = self.spies.pop(text(h, "SpyerUniqueid"), None) or self._spy_from(h)
+        self._out.append(self._spy_event(SpyStopped, spy, at))
+
+    def _spy_from(self, h: Mapping[str, Any]) -> Spy:
+        spied = text(h, "SpyeeUniqueid")
+        call = next((c for c in self.calls.values() if c.agent_uniqueid == spied), None)
+        return Spy(
+            uniqueid=text(h, "SpyerUniqueid"),
+            channel=text(h, "SpyerChannel"),
+            spied_channel=text(h, "SpyeeChannel"),
+            spied_uniqueid=spied,
+            agent=call.agent if call else self._legs.get(spied),
+            call_id=call.call_id if call else None,
+            linked_id=call.linked_id if call else None,
+            case_id=(call.vars.get(CASE_ID) or None) if call else None,
+        )
+
+    def _spy_event(
+        self,
+        kind: type[SpyStarted] | type[SpyStopped],
+        spy: Spy,
+        at: float,
+        *,
+        resync: bool = False,
+    ) -> SpyStarted | SpyStopped:
+        agent = self.agents.get(spy.agent or "")
+        return kind(
+            at=at,
+            resync=resync,
+            spy_channel=spy.channel,
+            spy_uniqueid=spy.uniqueid or None,
+            spied_channel=spy.spied_channel,
+            spied_uniqueid=spy.spied_uniqueid or None,
+            call_id=spy.call_id,
+            linked_id=spy.linked_id,
+            case_id=spy.case_id,
+            agent=agent.ref() if agent else None,
+        )
+
     # --- members ---
 
     def _member(self, h: Mapping[str, Any], at: float) -> None:
@@ -707,6 +785,10 @@ class CtiState:
         }
         self._reconcile_members(snap)
         by_uid = {c.uniqueid: c for c in snap.channels}
+        for uid, spy in list(self.spies.items()):
+            if uid not in by_uid:  # the spy ended while we were away
+                del self.spies[uid]
+                self._out.append(self._spy_event(SpyStopped, spy, at, resync=True))
         self._legs = {uid: agent for uid, agent in self._legs.items() if uid in by_uid}
         queued = {e.uniqueid: e for e in snap.entries}
         # calls waiting in a queue

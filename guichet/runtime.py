@@ -13,6 +13,7 @@ from datetime import datetime
 
 from fastapi import FastAPI
 
+from console.coaching import Coaching
 from console.deps import ConsoleConfig
 from console.factory import create_console_app
 from console.push import PushHub
@@ -23,6 +24,7 @@ from console.wallboard import Wallboard
 from crm_bridge.audit import AuditLog
 from crm_bridge.buffered import BufferedCrm
 from crm_bridge.cases import CaseService
+from crm_bridge.coaching_store import CoachingStore
 from crm_bridge.knowledge import KnowledgeBase
 from crm_bridge.outbox import CaseOutbox
 from crm_bridge.store import SqlCrm
@@ -30,6 +32,7 @@ from crm_bridge.users import UserService
 from cti.ami import AmiClient, AmiConfig
 from cti.bridge import CtiBridge
 from cti.bus import EventBus, LocalBus, RedisBus
+from cti.call_records import CallRecorder
 from cti.pbx import Pbx
 from guichet.demo.pbx import DemoPbx, demo_ivr_time, start_demo_pbx
 from guichet.settings import Settings
@@ -61,6 +64,8 @@ class Guichet:
     pbx: Pbx | None = None
     pop: ScreenPop = field(init=False)
     wallboard: Wallboard = field(init=False)
+    coaching: Coaching = field(init=False)
+    recorder: CallRecorder = field(init=False)
     app: FastAPI = field(init=False)
 
     async def start(self) -> None:
@@ -97,6 +102,8 @@ class Guichet:
             outbox=self.outbox,
         )
         await self.pop.start()
+        self.recorder = CallRecorder(self.bus, engine)
+        await self.recorder.start()
         self.wallboard = Wallboard(
             bus=self.bus,
             hub=self.hub,
@@ -105,6 +112,10 @@ class Guichet:
             ivr_calls=self._ivr_calls,
         )
         await self.wallboard.start()
+        self.coaching = Coaching(
+            hub=self.hub, store=CoachingStore(engine), audit=audit, users=self.users
+        )
+        await self.coaching.start(self.bus)
         ami_host, ami_port = s.ami_host, s.ami_port
         if not s.ami_host and s.demo:
             self.demo_pbx = await start_demo_pbx(s, interval=s.demo_interval)
@@ -123,6 +134,7 @@ class Guichet:
             )
             self.cti = CtiBridge(self.ami, self.bus)
             self.pbx = Pbx(self.ami)
+            self.coaching.pbx, self.coaching.cti = self.pbx, self.cti.state
             await self.cti.start()
             self.ami.start()
         else:
@@ -144,7 +156,11 @@ class Guichet:
             self.outbox,
         )
         state.pbx, state.cti_state = self.pbx, self.cti.state if self.cti else None
-        state.wallboard = self.wallboard
+        state.wallboard, state.coaching, state.registry = (
+            self.wallboard,
+            self.coaching,
+            self.registry,
+        )
         self.agi = FastAgiServer(
             self.registry,
             self.crm,
@@ -178,8 +194,10 @@ class Guichet:
             await self.demo_pbx.stop()
         if self.cti is not None:
             await self.cti.stop()
+        await self.coaching.stop()
         await self.wallboard.stop()
         await self.pop.stop()
+        await self.recorder.stop()
         self.hub.close_all()
         await self.bus.close()
         await self.registry.stop()

@@ -377,3 +377,17 @@ async def chromium(profile: Path) -> AsyncIterator[Browser]:
         if process.returncode is None:
             process.terminate()
         await process.wait()
+
+
+@contextlib.asynccontextmanager
+async def signed_in(base_url: str, username: str) -> AsyncIterator[httpx.AsyncClient]:
+    """A browser-like client signed in through the login form: the session cookie, and the
+    same-origin ``Origin`` header a browser sends with every POST."""
+    async with httpx.AsyncClient(
+        base_url=base_url, headers={"Origin": base_url}, follow_redirects=False, trust_env=False
+    ) as client:
+        response = await client.post(
+            "/login", data={"username": username, "password": PASSWORDS[username]}
+        )
+        assert response.status_code == 303, response.text
+        yield client

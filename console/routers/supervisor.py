@@ -15,7 +15,7 @@ from fastapi.responses import HTMLResponse
 
 from console.deps import State, require_role
 from console.i18n import Translator
-from console.routers import management
+from console.routers import flow_hours, management, reports, supervision
 from console.routers.cases import problem
 from console.routers.presence import PAUSE_REASONS
 from console.wallboard import Wallboard
@@ -29,8 +29,16 @@ TEXT_PREFIXES = ("wallboard.", "agent.pause_reason.", "agent.state.", "agent.err
 
 
 def supervisor_routers() -> list[APIRouter]:
-    """The page, its snapshot and the management actions, for ``extra_routers``."""
-    return [router, management.router]
+    """The wallboard page and its snapshot, management, coaching (spy, hands, messages,
+    audit) and the opening-hours editor, for ``extra_routers``."""
+    return [
+        router,
+        management.router,
+        supervision.router,
+        supervision.me_router,
+        flow_hours.router,
+        reports.router,
+    ]
 
 
 def wallboard_service(request: Request) -> Wallboard:

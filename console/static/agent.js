@@ -872,3 +872,135 @@
   // listener runs after its own, and before any socket message can arrive.
   document.addEventListener("DOMContentLoaded", start);
 })();
+
+/* Live coaching on the agent desk (templates/agent/coaching.html, console/coaching.py):
+ * the raise-hand toggle (POST /api/me/hand, only during a connected call) and the private
+ * messages supervisors send. Pushes read here:
+ *   hand             {agent, user_id, display_name, call_id, raised, at}  (lowered by a
+ *                    supervisor joining the call or by its end, too)
+ *   private_message  {id, from, text, call_id, at}
+ *   call_answered / call_ended / resync: whether there is a call to raise a hand about.
+ */
+(function () {
+  "use strict";
+
+  let T = {};
+  let timeFormat = null;
+  const hand = { raised: false, onCall: false, busy: false };
+  const shown = {}; // message id -> true: a replayed push is not shown twice
+
+  function $(id) { return document.getElementById(id); }
+
+  function t(key, params) {
+    let text = Object.prototype.hasOwnProperty.call(T, key) ? T[key] : key;
+    Object.keys(params || {}).forEach(function (name) {
+      text = text.split("{" + name + "}").join(String(params[name]));
+    });
+    return text;
+  }
+
+  function say(text) {
+    const line = $("hand-status");
+    if (line) line.textContent = text;
+  }
+
+  function render() {
+    const button = $("hand-button");
+    button.disabled = hand.busy || (!hand.onCall && !hand.raised);
+    button.setAttribute("aria-pressed", hand.raised ? "true" : "false");
+    button.textContent = hand.raised ? t("lower") : t("raise");
+    $("coaching").dataset.hand = hand.raised ? "raised" : "lowered";
+  }
+
+  async function toggle() {
+    const wanted = !hand.raised;
+    hand.busy = true;
+    render();
+    try {
+      const response = await fetch("/api/me/hand", {
+        method: "POST",
+        credentials: "same-origin",
+        headers: { Accept: "application/json", "Content-Type": "application/json" },
+        body: JSON.stringify({ raised: wanted }),
+      });
+      let payload = null;
+      try { payload = await response.json(); } catch (err) { payload = null; }
+      if (response.ok && payload) {
+        hand.raised = !!payload.raised;
+        say(t(hand.raised ? "raised" : "lowered"));
+      } else if (response.status === 409) {
+        hand.onCall = false;
+        say(t("not_on_call"));
+      } else {
+        say(t("failed"));
+      }
+    } catch (err) {
+      say(t("failed"));
+    }
+    hand.busy = false;
+    render();
+  }
+
+  function onHand(data) {
+    if (!data) return;
+    const was = hand.raised;
+    hand.raised = !!data.raised;
+    if (was && !hand.raised) say(t("lowered"));
+    render();
+  }
+
+  function onMessage(data) {
+    if (!data || data.id === undefined || shown[data.id]) return;
+    shown[data.id] = true;
+    const when = new Date(data.at);
+    const time = timeFormat && !isNaN(when.getTime()) ? timeFormat.format(when) : "";
+    const item = document.createElement("li");
+    item.className = "message";
+    const from = document.createElement("p");
+    from.className = "hint";
+    from.textContent = t("from", { name: data.from || "", time: time });
+    const body = document.createElement("p");
+    body.textContent = data.text || "";
+    item.append(from, body);
+    $("private-messages").prepend(item);
+    $("messages-none").hidden = true;
+    say(t("new", { name: data.from || "" }));
+  }
+
+  function setCall(connected) {
+    hand.onCall = connected;
+    if (!connected) hand.raised = false; // the server lowers it when the call ends
+    render();
+  }
+
+  async function refresh() {
+    try {
+      const response = await fetch("/api/calls/current", {
+        credentials: "same-origin", headers: { Accept: "application/json" },
+      });
+      if (!response.ok) return;
+      const current = await response.json();
+      setCall(!!(current.call && current.call.state === "connected"));
+    } catch (err) { /* no CTI: the toggle stays off */ }
+  }
+
+  function start() {
+    if (!$("coaching")) return;
+    try { T = JSON.parse($("coaching-texts").textContent || "{}"); } catch (err) { T = {}; }
+    const lang = document.documentElement.lang || "fr";
+    timeFormat = new Intl.DateTimeFormat(lang + "-BE", { timeStyle: "short" });
+    $("hand-button").addEventListener("click", toggle);
+    const push = window.guichetPush;
+    if (push) {
+      push.on("hand", onHand);
+      push.on("private_message", onMessage);
+      push.on("call_answered", function () { setCall(true); });
+      push.on("call_ended", function () { setCall(false); });
+      push.on("resync", function (stream) { if (stream === "user") refresh(); });
+    }
+    render();
+    refresh();
+  }
+
+  document.addEventListener("DOMContentLoaded", start);
+})();
