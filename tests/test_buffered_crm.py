@@ -26,30 +26,13 @@ T0 = datetime(2026, 11, 23, 9, 0, tzinfo=UTC)
 
 
 def journey(call_id: str) -> CallJourney:
-    return CallJourney(
-        call_id=call_id,
-        flow="commune",
-        flow_hash="h",
-        leg="agi",
-        caller="0470123456",
-        started_at=T0,
-        ended_at=T0 + timedelta(seconds=30),
-        outcome="queued",
-    )
+    return CallJourney(call_id=call_id, flow="commune", flow_hash="h", leg="agi", caller="0470123456",
+                       started_at=T0, ended_at=T0 + timedelta(seconds=30), outcome="queued")
 
 
 def pg_ctl(cluster: _Cluster, action: str) -> None:
     options = f"-p {cluster.port} -k {cluster.root} -c listen_addresses=127.0.0.1 -c fsync=off"
-    argv: list[str | Path] = [
-        cluster.bin_dir / "pg_ctl",
-        "-D",
-        cluster.data_dir,
-        "-w",
-        "-t",
-        "60",
-        "-m",
-        "fast",
-    ]
+    argv: list[str | Path] = [cluster.bin_dir / "pg_ctl", "-D", cluster.data_dir, "-w", "-t", "60", "-m", "fast"]
     if action == "start":
         argv += ["-o", options, "-l", cluster.root / "server.log"]
     subprocess.run(_as_postgres(*argv, action), check=True, capture_output=True, timeout=90)
@@ -62,13 +45,8 @@ def own_cluster() -> Iterator[_Cluster]:
     try:
         yield cluster
     finally:
-        subprocess.run(
-            _as_postgres(
-                cluster.bin_dir / "pg_ctl", "-D", cluster.data_dir, "-m", "immediate", "stop"
-            ),
-            capture_output=True,
-            check=False,
-        )
+        subprocess.run(_as_postgres(cluster.bin_dir / "pg_ctl", "-D", cluster.data_dir, "-m",
+                                    "immediate", "stop"), capture_output=True, check=False)
         shutil.rmtree(cluster.root, ignore_errors=True)
 
 
@@ -82,11 +60,8 @@ async def test_outage_then_recovery_stores_each_write_once(own_cluster: _Cluster
         await asyncio.to_thread(pg_ctl, own_cluster, "stop")
         for n in range(3):
             await crm.save_journey(journey(f"during-{n}"))  # returns at once: the call is not held
-        await crm.record_callback(
-            CallbackRequest(
-                call_id="during-0", flow="commune", caller="0470123456", requested_at=T0
-            )
-        )
+        await crm.record_callback(CallbackRequest(call_id="during-0", flow="commune",
+                                                  caller="0470123456", requested_at=T0))
         await asyncio.sleep(0.5)
         assert crm.pending > 0  # still queued: nothing was lost or dropped
         queued = await crm.get_journey("during-1")  # readable before it is stored
@@ -107,16 +82,9 @@ async def test_a_write_the_store_refuses_is_kept_aside_not_retried(tmp_path: Pat
     crm = BufferedCrm(store, retry_initial=0.05)
     await crm.start()
     try:
-        naive = CallJourney(
-            call_id="naive",
-            flow="f",
-            flow_hash="h",
-            leg="agi",
-            caller="",
-            started_at=datetime(2026, 1, 1),
-            ended_at=datetime(2026, 1, 1),
-            outcome="hangup",
-        )
+        naive = CallJourney(call_id="naive", flow="f", flow_hash="h", leg="agi", caller="",
+                            started_at=datetime(2026, 1, 1), ended_at=datetime(2026, 1, 1),
+                            outcome="hangup")
         await crm.save_journey(naive)
         await crm.save_journey(journey("after"))
         await asyncio.wait_for(crm.flush(), 10)

@@ -62,12 +62,10 @@ async def test_sample_flow_end_to_end(
     commands = peer.commands
     assert "SET VARIABLE CHANNEL(language) nl" in commands
     assert "GET DATA guichet/nl/national_number_request 7000 12" in commands
-    for expected in (
-        'SET VARIABLE GUICHET_LANG "nl"',
-        'SET VARIABLE GUICHET_REQUEST_TYPE "population"',
-        'SET VARIABLE GUICHET_QUEUE "population-nl"',
-        'SET VARIABLE GUICHET_OUTCOME "queued"',
-    ):
+    for expected in ('SET VARIABLE GUICHET_LANG "nl"',
+                     'SET VARIABLE GUICHET_REQUEST_TYPE "population"',
+                     'SET VARIABLE GUICHET_QUEUE "population-nl"',
+                     'SET VARIABLE GUICHET_OUTCOME "queued"'):
         assert expected in commands
     assert peer.variables["GUICHET_CALL_ID"] == "1795370006.1"
     assert "HANGUP" not in commands  # queued: the dialplan goes on to Queue() once we close
@@ -76,19 +74,11 @@ async def test_sample_flow_end_to_end(
     journey = await crm.get_journey("1795370006.1")
     assert journey is not None
     assert (journey.outcome, journey.lang, journey.request_type, journey.queue, journey.leg) == (
-        "queued",
-        "nl",
-        "population",
-        "population-nl",
-        "agi",
+        "queued", "nl", "population", "population-nl", "agi",
     )
     assert journey.caller == "0470123456"
     assert [s.node for s in journey.steps][:5] == [
-        "welcome",
-        "opening_hours",
-        "language",
-        "request_type",
-        "faq_population",
+        "welcome", "opening_hours", "language", "request_type", "faq_population",
     ]
     assert NRN not in repr(journey)
     # Guichet's own logs never carry it (aiosqlite's DEBUG log of SQL parameters does:
@@ -99,14 +89,10 @@ async def test_sample_flow_end_to_end(
 
 async def test_script_arguments_route_and_preset(agi_server: FastAgiServer, crm: SqlCrm) -> None:
     """`AGI(agi://host/commune?lang=fr)`: the flow is found and `lang` preset."""
-    peer = await call(
-        agi_server,
-        ScriptedPeer(
-            [Press("1"), Press("1"), Press("1"), Press("#")],
-            script="commune?lang=fr",
-            uniqueid="1795370029.1",
-        ),
-    )
+    peer = await call(agi_server, ScriptedPeer(
+        [Press("1"), Press("1"), Press("1"), Press("#")],
+        script="commune?lang=fr", uniqueid="1795370029.1",
+    ))
     assert peer.commands[0] == "SET VARIABLE CHANNEL(language) fr"
     assert peer.commands[1] == 'STREAM FILE guichet/fr/welcome "0123456789*#"'
     assert not any("guichet/nl/welcome" in c for c in peer.commands)  # French only
@@ -119,18 +105,12 @@ async def test_unknown_flow_is_logged_and_closed(
 ) -> None:
     peer = await call(agi_server, ScriptedPeer(script="nowhere", uniqueid="1795370055.1"))
     assert peer.commands == []
-    assert any(
-        r.levelno == logging.ERROR
-        and "1795370055.1" in r.getMessage()
-        and "nowhere" in r.getMessage()
-        for r in caplog.records
-    )
+    assert any(r.levelno == logging.ERROR and "1795370055.1" in r.getMessage()
+               and "nowhere" in r.getMessage() for r in caplog.records)
 
 
-@pytest.mark.parametrize(
-    "sent",
-    [b"", b"agi_network: yes\nagi_network_script: com", b"GET / HTTP/1.1\r\nHost: guichet\r\n\r\n"],
-)
+@pytest.mark.parametrize("sent", [b"", b"agi_network: yes\nagi_network_script: com",
+                                  b"GET / HTTP/1.1\r\nHost: guichet\r\n\r\n"])
 async def test_broken_clients_are_closed_and_serving_goes_on(
     agi_server: FastAgiServer, crm: SqlCrm, sent: bytes
 ) -> None:
@@ -150,9 +130,8 @@ async def test_broken_clients_are_closed_and_serving_goes_on(
 async def test_silent_client_is_dropped_after_the_environment_timeout(
     flow_registry: FlowRegistry, crm: SqlCrm
 ) -> None:
-    server = FastAgiServer(
-        flow_registry, crm, host=HOST, port=0, sounds_prefix="guichet", env_timeout=0.2
-    )
+    server = FastAgiServer(flow_registry, crm, host=HOST, port=0, sounds_prefix="guichet",
+                           env_timeout=0.2)
     async with server:
         sock = socket.create_connection((HOST, server.port))
         sock.setblocking(False)
@@ -184,12 +163,10 @@ async def test_replay_hangup_midflow(agi_server: FastAgiServer, crm: SqlCrm) -> 
     assert peer.answers[hung_up] == [b"200 result=-1\n"]
     # `result=-1` is also what a missing prompt file gives: one probe, refused as dead.
     assert peer.commands[hung_up + 1] == "WAIT FOR DIGIT 1"
-    assert peer.wire[2 * hung_up + 2 : 2 * hung_up + 5] == [
-        ("<<", b"WAIT FOR DIGIT 1\n"),
-        (">>", b"HANGUP\n"),
-        (">>", DEAD_CHANNEL_ANSWER),
+    assert peer.wire[2 * hung_up + 2: 2 * hung_up + 5] == [
+        ("<<", b"WAIT FOR DIGIT 1\n"), (">>", b"HANGUP\n"), (">>", DEAD_CHANNEL_ANSWER),
     ]
-    after = peer.commands[hung_up + 2 :]
+    after = peer.commands[hung_up + 2:]
     assert after and all(c.startswith("SET VARIABLE ") for c in after)  # nothing but variables
     assert len(peer.answers) == len(peer.commands)  # every command got its own answer
     assert 'SET VARIABLE GUICHET_OUTCOME "hangup"' in after
@@ -239,16 +216,10 @@ def expected_outcome(happy: list[str], k: int, registry: FlowRegistry) -> str:
     noticed = next((j for j in range(k, len(happy)) if verb_of(happy[j]) in MEDIA), None)
     if noticed is None:
         return "queued"
-    key = next(
-        file_of(happy[j])
-        for j in range(noticed, -1, -1)
-        if verb_of(happy[j]) in {"STREAM FILE", "GET DATA"}
-    )
-    outcomes = {
-        node.hangup_outcome or "hangup"
-        for node in flow.flow.nodes.values()
-        if key in [ref.partition("@")[0] for ref in getattr(node, "prompt", [])]
-    }
+    key = next(file_of(happy[j]) for j in range(noticed, -1, -1)
+               if verb_of(happy[j]) in {"STREAM FILE", "GET DATA"})
+    outcomes = {node.hangup_outcome or "hangup" for node in flow.flow.nodes.values()
+                if key in [ref.partition("@")[0] for ref in getattr(node, "prompt", [])]}
     assert len(outcomes) == 1, key
     return outcomes.pop()
 
@@ -257,17 +228,15 @@ async def test_hangup_at_every_step(
     agi_server: FastAgiServer, crm: SqlCrm, flow_registry: FlowRegistry
 ) -> None:
     happy = (await call(agi_server, ScriptedPeer(HAPPY, uniqueid="happy.0"))).commands
-    peers = [
-        ScriptedPeer([*HAPPY, HangUp(at_command=k)], uniqueid=f"hangup.{k}")
-        for k in range(len(happy))
-    ]
+    peers = [ScriptedPeer([*HAPPY, HangUp(at_command=k)], uniqueid=f"hangup.{k}")
+             for k in range(len(happy))]
     await asyncio.gather(*(call(agi_server, peer) for peer in peers))
     outcomes = set()
     for k, peer in enumerate(peers):
         assert peer.commands[: k + 1] == [
             c.replace("happy.0", f"hangup.{k}") for c in happy[: k + 1]
         ]
-        after = peer.commands[k + 1 :]
+        after = peer.commands[k + 1:]
         if after[:1] == ["WAIT FOR DIGIT 1"]:  # the missing-file probe after `result=-1`
             after = after[1:]
         if peer.dead_since is not None and verb_of(peer.commands[k]) in MEDIA:
@@ -354,9 +323,8 @@ async def test_queued_caller_does_not_wait_for_the_journey_write(
 ) -> None:
     """The dialplan's Queue() runs once we close: that happens before the journey is stored."""
     held = HeldSaves(crm)
-    server = FastAgiServer(
-        flow_registry, held, host=HOST, port=0, clock=open_clock, sounds_prefix="guichet"
-    )
+    server = FastAgiServer(flow_registry, held, host=HOST, port=0, clock=open_clock,
+                           sounds_prefix="guichet")
     async with server:
         peer = await call(server, ScriptedPeer(HAPPY, uniqueid="held.1"), settle=False)
         assert held.saving.is_set()
