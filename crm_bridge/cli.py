@@ -79,7 +79,7 @@ def parse_when(value: str, *, tz: ZoneInfo, now: datetime | None = None) -> date
     return moment.astimezone(UTC)
 
 
-def _zone(name: str) -> ZoneInfo:
+def parse_zone(name: str) -> ZoneInfo:
     try:
         return ZoneInfo(name)
     except (ZoneInfoNotFoundError, ValueError):
@@ -90,7 +90,7 @@ def _database_url(url: str | None) -> str:
     return url or get_settings().database_url
 
 
-async def _with_engine(url: str | None, work: Callable[[AsyncEngine], Awaitable[T]]) -> T:
+async def with_engine(url: str | None, work: Callable[[AsyncEngine], Awaitable[T]]) -> T:
     engine = make_engine(_database_url(url))
     try:
         await init_db(engine)
@@ -122,7 +122,7 @@ def import_command(
     database_url: DatabaseUrl = None,
 ) -> None:
     """Import or update citizens from CSV; exits 1 when any row is rejected."""
-    report = asyncio.run(_with_engine(database_url, lambda engine: import_citizens(engine, file)))
+    report = asyncio.run(with_engine(database_url, lambda engine: import_citizens(engine, file)))
     _print_import(Console(), Console(stderr=True), file, report)
     if not report.ok:
         raise typer.Exit(code=1)
@@ -187,13 +187,13 @@ def ivr_command(
     database_url: DatabaseUrl = None,
 ) -> None:
     """Calls per outcome and deflection rate per request type."""
-    zone = _zone(tz)
+    zone = parse_zone(tz)
     start = parse_when(since, tz=zone)
     end = parse_when(until, tz=zone) if until else None
     if end is not None and end <= start:
         raise typer.BadParameter("--until must be after --since")
     report = asyncio.run(
-        _with_engine(
+        with_engine(
             database_url,
             lambda engine: ivr_report(engine, start, end, include_simulated=include_simulated),
         )

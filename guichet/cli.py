@@ -14,11 +14,11 @@ from console.cli import users_app
 from crm_bridge.cli import (
     DEFAULT_TZ,
     DatabaseUrl,
-    _with_engine,
-    _zone,
     citizens_app,
     parse_when,
+    parse_zone,
     report_app,
+    with_engine,
 )
 from guichet.asterisk_render import app as asterisk_app
 from guichet.demo.cli import demo_app
@@ -88,12 +88,12 @@ def kpi_command(
         raise typer.BadParameter(f"--period must be one of {', '.join(PERIODS)}")
     if by not in DIMENSIONS:
         raise typer.BadParameter(f"--by must be one of {', '.join(DIMENSIONS)}")
-    zone = _zone(tz)
+    zone = parse_zone(tz)
     start = parse_when(since, tz=zone)
     end = parse_when(until, tz=zone) if until else datetime.now(UTC)
     try:
         table = asyncio.run(
-            _with_engine(
+            with_engine(
                 database_url,
                 lambda engine: kpi_table(
                     engine,
