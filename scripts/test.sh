@@ -5,7 +5,7 @@ set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/setup.sh"
 cd "$ROOT"
 
-install_debian espeak-ng ffmpeg postgresql redis-server chromium
+install_debian espeak-ng ffmpeg postgresql redis-server chromium sip-tester kamailio kamailio-websocket-modules
 install_python test
 install_frontend
 
