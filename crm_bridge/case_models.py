@@ -171,6 +171,7 @@ class User(SQLModel, table=True):
     role: str = Field(default="agent", max_length=16)
     password_hash: str = Field(max_length=255, repr=False)
     interface: str | None = Field(default=None, max_length=128)  # PJSIP/agent1
+    softphone: bool = False  # answers in the console's browser softphone (else a desk phone)
     ui_language: str = Field(default="fr", max_length=2)
     active: bool = True
     created_at: datetime = Field(default_factory=utc_now, sa_type=UtcDateTime)

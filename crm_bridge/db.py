@@ -11,7 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 # Registers every table on SQLModel.metadata.
-from crm_bridge import case_models, models, supervision_models  # noqa: F401
+from crm_bridge import case_models, models, probe_models, supervision_models  # noqa: F401
 
 SQLITE_BUSY_TIMEOUT_MS = 5000
 

@@ -34,7 +34,7 @@ def target_metadata() -> MetaData:
     """Every table of the CRM store (importing the model modules registers them)."""
     from sqlmodel import SQLModel
 
-    from crm_bridge import case_models, models, supervision_models  # noqa: F401
+    from crm_bridge import case_models, models, probe_models, supervision_models  # noqa: F401
 
     return SQLModel.metadata
 
