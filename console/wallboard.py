@@ -34,13 +34,13 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlmodel import col
 
 from console.push import PushHub
-from crm_bridge.kpi import totals_since
+from crm_bridge.kpi import day_series, totals_since
 from crm_bridge.models import CALLBACK_PENDING, CallbackRecord
 from crm_bridge.report import ivr_report
 from crm_bridge.users import UserService, UserView
 from cti.bus import EventBus, Subscription
 from cti.events import agent_id
-from cti.wallboard import BRUSSELS, DEFAULT_THRESHOLD, Row, WallboardModel
+from cti.wallboard import BRUSSELS, DEFAULT_THRESHOLD, Row, Sample, WallboardModel
 
 log = logging.getLogger("guichet.console.wallboard")
 
@@ -59,7 +59,7 @@ class Wallboard:
         tz: ZoneInfo = BRUSSELS,
         clock: Callable[[], float] = time.time,
         ivr_calls: Callable[[], int] | None = None,
-        refresh_interval: float = 30.0,
+        refresh_interval: float = 15.0,
         sample_interval: float = 60.0,
     ) -> None:
         self.bus, self.hub, self.engine, self.users = bus, hub, engine, users
@@ -88,6 +88,7 @@ class Wallboard:
             await self.refresh()
         except Exception:  # a database away at start: live figures still work
             log.exception("wallboard: today's stored figures could not be read")
+        self.model.sample(self.clock())  # the charts start from now, not a minute later
         self._tasks = [
             asyncio.create_task(self._run(), name="wallboard-events"),
             asyncio.create_task(self._ticker(), name="wallboard-ticker"),
@@ -121,6 +122,11 @@ class Wallboard:
             )
         for agent, a in totals.agents.items():
             self.model.seed_agent(agent, handled=a.handled, talk=a.talk, talked=a.talked)
+        now = datetime.fromtimestamp(self.clock(), self.tz)
+        points = await day_series(
+            self.engine, self._midnight(), now, threshold=self.model.threshold
+        )
+        self.model.series = [Sample(p.at.timestamp(), p.waiting, p.service_level) for p in points]
 
     # --- events ---------------------------------------------------------------------------
 

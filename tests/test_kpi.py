@@ -20,7 +20,15 @@ from typer.testing import CliRunner
 
 from crm_bridge.case_models import Case, Interaction
 from crm_bridge.db import init_db, make_engine, session_factory
-from crm_bridge.kpi import BRUSSELS, KpiRangeError, KpiRow, buckets, kpi_table, totals_since
+from crm_bridge.kpi import (
+    BRUSSELS,
+    KpiRangeError,
+    KpiRow,
+    buckets,
+    day_series,
+    kpi_table,
+    totals_since,
+)
 from crm_bridge.ports import CallJourney
 from crm_bridge.store import SqlCrm
 from crm_bridge.supervision_models import QueueCallRecord
@@ -304,3 +312,40 @@ async def test_the_cli_writes_csv_xlsx_and_json(tmp_path: Path) -> None:
     printed = await asyncio.to_thread(runner.invoke, app, [*args, "--json"])
     assert printed.exit_code == 0, printed.output
     assert [r["offered"] for r in json.loads(printed.output)["rows"]] == [2, 4]
+
+
+async def test_the_wallboard_charts_are_rebuilt_from_the_day_on_both_databases(
+    engine: AsyncEngine,
+) -> None:
+    """Waiting at each edge and the service level so far, from today's stored calls."""
+    day = datetime(2026, 11, 23, 8, 0, tzinfo=UTC)
+
+    def call(n: int, queued: int, answered: int | None, ended: int, outcome: str) -> Any:
+        at = lambda minute: day + timedelta(minutes=minute)  # noqa: E731
+        return QueueCallRecord(
+            call_id=f"series-{n}",
+            queue="population-fr",
+            queued_at=at(queued),
+            answered_at=at(answered) if answered is not None else None,
+            ended_at=at(ended),
+            outcome=outcome,
+            hold_s=(answered - queued) * 60.0 if answered is not None else None,
+        )
+
+    async with session_factory(engine)() as session:
+        session.add_all([
+            call(1, 5, 6, 20, "completed"),  # waits 8:05-8:06, 60 s: out of SL
+            call(2, 12, None, 18, "abandoned"),  # waits 8:12-8:18
+            call(3, 14, None, 40, "unanswered"),  # waits 8:14-8:40
+            call(4, 50, 50, 55, "completed"),  # answered at once: in SL
+        ])  # fmt: skip
+        await session.commit()
+    points = await day_series(engine, day, day + timedelta(minutes=60), step=timedelta(minutes=15))
+    assert [(p.at - day, p.waiting) for p in points] == [
+        (timedelta(minutes=15), 2),  # calls 2 and 3
+        (timedelta(minutes=30), 1),  # call 3
+        (timedelta(minutes=45), 0),
+        (timedelta(minutes=60), 0),
+    ]
+    # ended by 8:15: none; by 8:30: 1 and 2 (0 in SL); by 8:45: + 3; by 9:00: + 4 (in SL)
+    assert [p.service_level for p in points] == [None, 0.0, 0.0, 0.25]

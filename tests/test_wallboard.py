@@ -240,6 +240,20 @@ async def test_a_supervisor_sees_the_call_move_on_the_wallboard(
     finally:
         await guichet.stop()
 
+    # A restart keeps the day: the stored queue calls seed the figures and the charts.
+    again = Guichet(settings.model_copy(update={"ami_host": None}))
+    await again.start()
+    try:
+        snapshot = again.wallboard.snapshot()
+        queues = {q["queue"]: q for q in snapshot["queues"]}
+        nl = queues["population-nl"]
+        assert (nl["answered"], nl["asa"], nl["aht"], nl["service_level"]) == (1, 2.0, 3.0, 1.0)
+        agents = {a["agent"]: a for a in snapshot["agents"]}
+        assert (agents["agent1"]["handled"], agents["agent1"]["aht"]) == (1, 3.0)
+        assert snapshot["series"], "the charts start at once"
+    finally:
+        await again.stop()
+
 
 def test_an_end_delivered_twice_counts_once() -> None:
     model, state = WallboardModel(day=DAY), CtiState()
