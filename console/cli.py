@@ -104,7 +104,16 @@ def _fail(message: str) -> typer.Exit:
 
 
 def _describe(user: UserView) -> str:
-    return f"{user.username} ({user.role}, {user.interface or 'no interface'}, {user.ui_language})"
+    phone = user.interface or "no interface"
+    if user.softphone:
+        phone += ", browser softphone"
+    return f"{user.username} ({user.role}, {phone}, {user.ui_language})"
+
+
+SOFTPHONE_HELP = (
+    "Answer in the console's browser softphone (JsSIP registers as the interface's PJSIP "
+    "endpoint; `guichet asterisk render` makes it a WebRTC endpoint), else a desk phone."
+)
 
 
 @users_app.command("add")
@@ -116,6 +125,9 @@ def add_command(
     ] = None,
     display_name: Annotated[str | None, typer.Option(help="Name shown in the console.")] = None,
     lang: Annotated[LanguageChoice, typer.Option(help="Console language.")] = LanguageChoice.fr,
+    softphone: Annotated[
+        bool, typer.Option("--softphone/--desk-phone", help=SOFTPHONE_HELP)
+    ] = False,
     database_url: DatabaseUrl = None,
 ) -> None:
     """Create a user; the password is read from standard input."""
@@ -132,6 +144,7 @@ def add_command(
             display_name=display_name,
             interface=interface,
             ui_language=lang.value,
+            softphone=softphone,
         )
 
     try:
@@ -139,6 +152,40 @@ def add_command(
     except UserError as exc:
         raise _fail(str(exc)) from None
     typer.echo(f"created {_describe(user)}")
+
+
+@users_app.command("update")
+def update_command(
+    name: Annotated[str, typer.Argument(help="Login name.")],
+    role: Annotated[RoleChoice | None, typer.Option(help="What the user may do.")] = None,
+    interface: Annotated[
+        str | None, typer.Option(help='Phone interface, e.g. PJSIP/agent1 ("" clears it).')
+    ] = None,
+    display_name: Annotated[str | None, typer.Option(help="Name shown in the console.")] = None,
+    lang: Annotated[LanguageChoice | None, typer.Option(help="Console language.")] = None,
+    softphone: Annotated[
+        bool | None,
+        typer.Option("--softphone/--desk-phone", help=SOFTPHONE_HELP, show_default=False),
+    ] = None,
+    database_url: DatabaseUrl = None,
+) -> None:
+    """Change what is given and leave the rest (the password: `guichet users passwd`)."""
+
+    async def work(_engine: AsyncEngine, users: UserService) -> UserView:
+        return await users.update(
+            name,
+            role=role.value if role else None,
+            display_name=display_name,
+            interface=interface,
+            ui_language=lang.value if lang else None,
+            softphone=softphone,
+        )
+
+    try:
+        user = asyncio.run(_with_users(database_url, work))
+    except UserError as exc:
+        raise _fail(str(exc)) from None
+    typer.echo(f"updated {_describe(user)}")
 
 
 @users_app.command("list")
@@ -149,7 +196,7 @@ def list_command(database_url: DatabaseUrl = None) -> None:
         return await users.list_users()
 
     table = Table()
-    for column in ("User", "Name", "Role", "Interface", "Language", "Active"):
+    for column in ("User", "Name", "Role", "Interface", "Softphone", "Language", "Active"):
         table.add_column(column)
     for user in asyncio.run(_with_users(database_url, work)):
         table.add_row(
@@ -157,6 +204,7 @@ def list_command(database_url: DatabaseUrl = None) -> None:
             user.display_name,
             user.role,
             user.interface or "",
+            "yes" if user.softphone else "no",
             user.ui_language,
             "yes" if user.active else "no",
         )

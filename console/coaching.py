@@ -32,7 +32,7 @@ from crm_bridge.audit import CALL_SPIED, Actor, AuditLog, Identified, Subject
 from crm_bridge.coaching_store import CoachingStore, MessageRecord, SpyRecord
 from crm_bridge.users import UserService, UserView
 from cti.ami import AmiError
-from cti.bus import EventBus, Subscription
+from cti.bus import EventBus, Subscription, consume
 from cti.events import CallEnded, Event, SpyEvent, SpyStarted, SpyStopped, agent_id
 from cti.pbx import ActionFailed, Pbx, SpyMode
 from cti.snapshot import interface_of
@@ -145,7 +145,9 @@ class Coaching:
 
     async def start(self, bus: EventBus) -> None:
         self._sub = bus.subscribe()
-        self._task = asyncio.create_task(self._run(), name="coaching")
+        self._task = asyncio.create_task(
+            consume(self._sub, self.handle, "coaching"), name="coaching"
+        )
 
     async def stop(self) -> None:
         if self._sub is not None:
@@ -157,14 +159,6 @@ class Coaching:
         for task in list(self._work):
             task.cancel()
         await asyncio.gather(*self._work, return_exceptions=True)
-
-    async def _run(self) -> None:
-        assert self._sub is not None
-        async for event in self._sub:
-            try:
-                await self.handle(event)
-            except Exception:
-                log.exception("coaching failed on %s", type(event).__name__)
 
     async def handle(self, event: Event) -> None:
         if isinstance(event, SpyStarted):

@@ -108,6 +108,15 @@ class Translator:
         return {lang: every - set(entries) for lang, entries in self.catalogues.items()}
 
 
+def page_texts(translator: Translator, lang: str, *prefixes: str) -> dict[str, str]:
+    """The strings a page's script receives in its JSON data block: every key under the
+    prefixes (``"agent."``) in ``lang``. With one prefix the keys lose it (``agent.title`` ->
+    ``title``); with several they are kept whole."""
+    catalogue = translator.catalogues[translator.language(lang)]
+    cut = len(prefixes[0]) if len(prefixes) == 1 else 0
+    return {k[cut:]: v for k, v in catalogue.items() if k.startswith(prefixes)}
+
+
 def parse_accept_language(header: str) -> list[str]:
     """Primary language tags by preference (``nl-BE,nl;q=0.9,fr;q=0.8`` → nl, nl, fr)."""
     ranked: list[tuple[float, int, str]] = []

@@ -29,7 +29,7 @@ from crm_bridge.models import Citizen
 from crm_bridge.outbox import CaseOutbox
 from crm_bridge.store import SqlCrm
 from crm_bridge.users import UserService, UserView
-from cti.bus import EventBus, Subscription
+from cti.bus import EventBus, Subscription, consume
 from cti.events import (
     AgentRef,
     AgentRinging,
@@ -93,12 +93,13 @@ class ScreenPop:
         self._writes: set[asyncio.Task[None]] = (
             set()
         )  # audit rows and assignments, off the pop path
-        self._dropped_seen = 0
         self.pushed = 0
 
     async def start(self) -> None:
         self._sub = self.bus.subscribe()
-        self._task = asyncio.create_task(self._run(), name="screen-pop")
+        self._task = asyncio.create_task(
+            consume(self._sub, self.handle, "screen-pop"), name="screen-pop"
+        )
 
     async def stop(self) -> None:
         if self._sub is not None:
@@ -110,20 +111,6 @@ class ScreenPop:
         for task in self._prepared.values():
             task.cancel()
         await self.drain()
-
-    async def _run(self) -> None:
-        assert self._sub is not None
-        async for event in self._sub:
-            if self._sub.dropped != self._dropped_seen:
-                log.error(
-                    "screen-pop fell behind: %d CTI events dropped, some pops are lost",
-                    self._sub.dropped - self._dropped_seen,
-                )
-                self._dropped_seen = self._sub.dropped
-            try:
-                await self.handle(event)
-            except Exception:
-                log.exception("screen-pop failed on %s", type(event).__name__)
 
     async def handle(self, event: Event) -> None:
         if isinstance(event, CallQueued):

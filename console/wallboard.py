@@ -38,8 +38,8 @@ from crm_bridge.kpi import day_series, totals_since
 from crm_bridge.models import CALLBACK_PENDING, CallbackRecord
 from crm_bridge.report import ivr_report
 from crm_bridge.users import UserService, UserView
-from cti.bus import EventBus, Subscription
-from cti.events import agent_id
+from cti.bus import EventBus, Subscription, consume
+from cti.events import Event, agent_id
 from cti.wallboard import BRUSSELS, DEFAULT_THRESHOLD, Row, Sample, WallboardModel
 
 log = logging.getLogger("guichet.console.wallboard")
@@ -75,7 +75,6 @@ class Wallboard:
         self._people: dict[str, UserView] = {}  # agent id -> console user
         self._sub: Subscription | None = None
         self._tasks: list[asyncio.Task[None]] = []
-        self._dropped_seen = 0
         self.pushed = 0
 
     # --- life cycle -----------------------------------------------------------------------
@@ -90,7 +89,9 @@ class Wallboard:
             log.exception("wallboard: today's stored figures could not be read")
         self.model.sample(self.clock())  # the charts start from now, not a minute later
         self._tasks = [
-            asyncio.create_task(self._run(), name="wallboard-events"),
+            asyncio.create_task(
+                consume(self._sub, self.handle, "wallboard"), name="wallboard-events"
+            ),
             asyncio.create_task(self._ticker(), name="wallboard-ticker"),
         ]
 
@@ -130,20 +131,9 @@ class Wallboard:
 
     # --- events ---------------------------------------------------------------------------
 
-    async def _run(self) -> None:
-        assert self._sub is not None
-        async for event in self._sub:
-            if self._sub.dropped != self._dropped_seen:
-                log.error(
-                    "wallboard fell behind: %d CTI events dropped",
-                    self._sub.dropped - self._dropped_seen,
-                )
-                self._dropped_seen = self._sub.dropped
-            try:
-                self._roll(event.at)
-                self.push(self.model.apply(event))
-            except Exception:
-                log.exception("wallboard failed on %s", type(event).__name__)
+    async def handle(self, event: Event) -> None:
+        self._roll(event.at)
+        self.push(self.model.apply(event))
 
     def push(self, rows: set[Row]) -> None:
         for kind, key in sorted(rows):

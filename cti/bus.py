@@ -17,7 +17,7 @@ import asyncio
 import contextlib
 import logging
 from abc import ABC, abstractmethod
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from types import TracebackType
 
 import redis.asyncio as aioredis
@@ -212,3 +212,18 @@ class RedisBus(EventBus):
             with contextlib.suppress(RedisError, OSError):
                 await self._pubsub.aclose()  # type: ignore[no-untyped-call]
             await client.aclose()
+
+
+async def consume(sub: Subscription, handle: Callable[[Event], Awaitable[None]], name: str) -> None:
+    """Feed every event of ``sub`` to ``handle`` until the subscription closes. An event that
+    fails is logged and skipped (one bad event must not stop a console service), and events
+    the subscription had to drop because this consumer fell behind are logged once per gap."""
+    seen = 0
+    async for event in sub:
+        if sub.dropped != seen:
+            log.error("%s fell behind: %d CTI events dropped", name, sub.dropped - seen)
+            seen = sub.dropped
+        try:
+            await handle(event)
+        except Exception:
+            log.exception("%s failed on %s", name, type(event).__name__)

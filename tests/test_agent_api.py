@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import json
-from collections.abc import AsyncIterator, Iterable, Mapping
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,7 +24,7 @@ from console_fixtures import FAST_HASHER, PASSWORDS, SECRET, create_people, serv
 from crm_fixtures import *  # noqa: F403  (the crm_engine fixture: SQLite, then PostgreSQL)
 from crm_fixtures import NN_1985, NN_1990, make_nn
 from cti_harness import Cti, running
-from fastapi import FastAPI
+from fastapi import APIRouter, FastAPI
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from console.deps import ConsoleConfig
@@ -168,6 +168,7 @@ async def agent_desk(
     hooks: Iterable[Hook] = (),
     call_control: CallControlConfig = RECORDED_DIALPLAN,
     hub: PushHub | None = None,
+    routers: Sequence[APIRouter] = (),
 ) -> AsyncIterator[AgentDesk]:
     """The console with the agent desk; with ``script``, an AMI peer playing it, and the real
     AMI client, CTI bridge and `Pbx` in front of it (``app.state.pbx``/``cti_state``)."""
@@ -179,7 +180,7 @@ async def agent_desk(
         engine=engine,
         users=users,
         hub=hub,
-        extra_routers=agent_routers(),
+        extra_routers=[*agent_routers(), *routers],
         config=ConsoleConfig(secret_key=SECRET, ws_revalidate_interval=3600),
     )
     cases, knowledge, audit = CaseService(engine), KnowledgeBase(engine), AuditLog(engine)

@@ -14,7 +14,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse
 
 from console.deps import State
-from console.i18n import Translator
+from console.i18n import Translator, page_texts
 from console.routers import calls, cases, citizens, presence
 from console.routers.cases import DISPOSITIONS, Agent, CaseStatus
 from console.routers.presence import PAUSE_REASONS
@@ -35,16 +35,6 @@ def _labels(
     return [(code, translator.t(f"{prefix}{code}", lang)) for code in codes]
 
 
-def page_texts(translator: Translator, lang: str) -> dict[str, str]:
-    """Every ``agent.*`` string in ``lang``, keyed without the prefix, for agent.js."""
-    catalogue = translator.catalogues[translator.language(lang)]
-    return {
-        key[len(TEXT_PREFIX) :]: text
-        for key, text in catalogue.items()
-        if key.startswith(TEXT_PREFIX)
-    }
-
-
 @router.get("/agent", response_class=HTMLResponse, include_in_schema=False)
 async def agent_page(request: Request, user: Agent, state: State) -> HTMLResponse:
     translator = state.translator
@@ -55,7 +45,7 @@ async def agent_page(request: Request, user: Agent, state: State) -> HTMLRespons
         {
             "user": user,
             "lang": lang,
-            "texts": page_texts(translator, lang),
+            "texts": page_texts(translator, lang, TEXT_PREFIX),
             "pause_reasons": _labels(translator, lang, "agent.pause_reason.", PAUSE_REASONS),
             "dispositions": _labels(translator, lang, "agent.disposition.", DISPOSITIONS),
             "statuses": _labels(translator, lang, "agent.case_status.", get_args(CaseStatus)),

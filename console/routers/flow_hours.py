@@ -19,7 +19,7 @@ from fastapi.responses import HTMLResponse
 from pydantic import BaseModel, Field
 
 from console.deps import State, require_role
-from console.i18n import Translator
+from console.i18n import page_texts
 from console.routers.cases import audit_log, problem
 from crm_bridge.audit import AuditLog, Subject
 from crm_bridge.users import UserView
@@ -143,16 +143,6 @@ async def put_hours(
     return SavedHoursOut(**saved.state.model_dump(), changed=saved.summary is not None)
 
 
-def page_texts(translator: Translator, lang: str) -> dict[str, str]:
-    """Every ``hours.*`` string in ``lang``, keyed without the prefix, for hours.js."""
-    catalogue = translator.catalogues[translator.language(lang)]
-    return {
-        key[len(TEXT_PREFIX) :]: text
-        for key, text in catalogue.items()
-        if key.startswith(TEXT_PREFIX)
-    }
-
-
 @router.get("/supervisor/hours", response_class=HTMLResponse, include_in_schema=False)
 async def hours_page(
     request: Request,
@@ -173,7 +163,7 @@ async def hours_page(
             "lang": lang,
             "flows": names,
             "flow": chosen,
-            "page": {"flow": chosen, "texts": page_texts(translator, lang)},
+            "page": {"flow": chosen, "texts": page_texts(translator, lang, TEXT_PREFIX)},
         },
     )
     response.headers["Cache-Control"] = "no-store"

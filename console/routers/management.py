@@ -12,8 +12,11 @@ Every action is an audit row (who, which agent or call, the reason).
 
 from __future__ import annotations
 
+import inspect
 import logging
 import re
+from collections.abc import Awaitable
+from dataclasses import dataclass
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, Response, status
@@ -21,6 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from console.deps import require_role
 from console.routers.calls import (
+    CallControlConfig,
     Config,
     PbxDep,
     StateDep,
@@ -29,10 +33,11 @@ from console.routers.calls import (
     pbx_error,
 )
 from console.routers.cases import Audit, Cases, Users, problem
-from crm_bridge.audit import Subject
-from crm_bridge.users import UserView
+from crm_bridge.audit import AuditLog, Subject
+from crm_bridge.users import UserService, UserView
 from cti.ami import AmiError
 from cti.events import agent_id
+from cti.pbx import Pbx
 from cti.state import CtiState
 
 log = logging.getLogger("guichet.console.management")
@@ -79,23 +84,64 @@ def _clean_reason(text: str) -> str:
     text = " ".join(text.split())
     if not _REASON.match(text):
         raise problem(
-            status.HTTP_422_UNPROCESSABLE_ENTITY,
+            status.HTTP_422_UNPROCESSABLE_CONTENT,
             "bad_reason",
             "a reason is 1-64 letters, digits, spaces or . , ' ( ) / -",
         )
     return text
 
 
-async def _agent_user(users: Users, agent: str) -> UserView:
-    """The console user whose phone is agent ``agent`` (``agent1`` <- ``PJSIP/agent1``)."""
-    for user in await users.list_users():
-        if user.interface and user.active and agent_id(user.interface) == agent:
-            return user
-    raise problem(status.HTTP_404_NOT_FOUND, "agent_not_found", f"no agent {agent}")
+@dataclass(frozen=True)
+class Floor:
+    """What every management action needs: who acts, the users, the audit trail, Asterisk
+    and the CTI's view of the queues."""
+
+    supervisor: UserView
+    users: UserService
+    audit: AuditLog
+    pbx: Pbx
+    state: CtiState
+    config: CallControlConfig
+
+    async def agent(self, agent: str) -> tuple[UserView, list[str]]:
+        """The console user whose phone is agent ``agent`` (``agent1`` <- ``PJSIP/agent1``)
+        and their queue member interfaces; 404 for an unknown agent."""
+        for user in await self.users.list_users():
+            if user.interface and user.active and agent_id(user.interface) == agent:
+                return user, member_interfaces(self.state, user, self.config)
+        raise problem(status.HTTP_404_NOT_FOUND, "agent_not_found", f"no agent {agent}")
+
+    def queues_of(self, interface: str) -> list[str]:
+        member = self.state.agents.get(interface)
+        return sorted(member.queues) if member else []
+
+    async def send(self, *actions: Awaitable[None]) -> None:
+        """Send the AMI actions in order; Asterisk's refusal or absence becomes 502/503."""
+        try:
+            for action in actions:
+                await action
+        except AmiError as exc:
+            for pending in actions:  # never leave a coroutine un-awaited
+                if inspect.iscoroutine(pending):
+                    pending.close()
+            pbx_error(exc)
+
+    async def record(self, action: str, subject: Subject, reason: str) -> None:
+        await self.audit.record(self.supervisor, action, subject, reason[:255])
 
 
-def _member_interfaces(state: CtiState, user: UserView, config: Config) -> list[str]:
-    return member_interfaces(state, user, config)
+def floor(
+    supervisor: Supervisor,
+    users: Users,
+    audit: Audit,
+    pbx: PbxDep,
+    state: StateDep,
+    config: Config,
+) -> Floor:
+    return Floor(supervisor, users, audit, pbx, state, config)
+
+
+FloorDep = Annotated[Floor, Depends(floor)]
 
 
 @router.post(
@@ -103,37 +149,20 @@ def _member_interfaces(state: CtiState, user: UserView, config: Config) -> list[
     response_model=Accepted,
     summary="Pause, unpause or log out an agent (with a reason)",
 )
-async def change_presence(
-    agent: str,
-    body: PresenceChange,
-    supervisor: Supervisor,
-    users: Users,
-    audit: Audit,
-    pbx: PbxDep,
-    state: StateDep,
-    config: Config,
-) -> Accepted:
+async def change_presence(agent: str, body: PresenceChange, floor: FloorDep) -> Accepted:
     reason = _clean_reason(body.reason)
-    user = await _agent_user(users, agent)
-    interfaces = _member_interfaces(state, user, config)
-    try:
-        if body.state == "ready":
-            for interface in interfaces:
-                await pbx.unpause(interface)
-            action = AGENT_UNPAUSED
-        elif body.state == "paused":
-            for interface in interfaces:
-                await pbx.pause(interface, reason)
-            action = AGENT_PAUSED
-        else:
-            for interface in interfaces:
-                member = state.agents.get(interface)
-                for queue in sorted(member.queues) if member else []:
-                    await pbx.queue_remove(queue, interface)
-            action = AGENT_LOGGED_OUT
-    except AmiError as exc:
-        pbx_error(exc)
-    await audit.record(supervisor, action, Subject("agent", agent), reason)
+    _user, interfaces = await floor.agent(agent)
+    pbx = floor.pbx
+    if body.state == "ready":
+        action = AGENT_UNPAUSED
+        await floor.send(*(pbx.unpause(i) for i in interfaces))
+    elif body.state == "paused":
+        action = AGENT_PAUSED
+        await floor.send(*(pbx.pause(i, reason) for i in interfaces))
+    else:
+        action = AGENT_LOGGED_OUT
+        await floor.send(*(pbx.queue_remove(q, i) for i in interfaces for q in floor.queues_of(i)))
+    await floor.record(action, Subject("agent", agent), reason)
     return Accepted(agent=agent, interfaces=interfaces)
 
 
@@ -142,36 +171,25 @@ async def change_presence(
     response_model=Accepted,
     summary="Put an agent in a queue, or change their skill penalty there",
 )
-async def set_membership(
-    agent: str,
-    queue: str,
-    body: Membership,
-    supervisor: Supervisor,
-    users: Users,
-    audit: Audit,
-    pbx: PbxDep,
-    state: StateDep,
-    config: Config,
-) -> Accepted:
-    user = await _agent_user(users, agent)
-    interfaces = _member_interfaces(state, user, config)
-    try:
-        for interface in interfaces:
-            member = state.agents.get(interface)
-            if member is not None and queue in member.queues:
-                await pbx.queue_penalty(interface, body.penalty, queue=queue)
-            else:
-                await pbx.queue_add(
-                    queue,
-                    interface,
-                    member_name=user.display_name,
-                    state_interface=user.interface,
-                    penalty=body.penalty,
-                )
-    except AmiError as exc:
-        pbx_error(exc)
+async def set_membership(agent: str, queue: str, body: Membership, floor: FloorDep) -> Accepted:
+    user, interfaces = await floor.agent(agent)
+    pbx = floor.pbx
+    await floor.send(
+        *(
+            pbx.queue_penalty(i, body.penalty, queue=queue)
+            if queue in floor.queues_of(i)
+            else pbx.queue_add(
+                queue,
+                i,
+                member_name=user.display_name,
+                state_interface=user.interface,
+                penalty=body.penalty,
+            )
+            for i in interfaces
+        )
+    )
     note = f"{queue} penalty {body.penalty}" + (f": {body.reason}" if body.reason else "")
-    await audit.record(supervisor, QUEUE_MEMBER_CHANGED, Subject("agent", agent), note[:255])
+    await floor.record(QUEUE_MEMBER_CHANGED, Subject("agent", agent), note)
     return Accepted(agent=agent, interfaces=interfaces)
 
 
@@ -180,25 +198,10 @@ async def set_membership(
     status_code=status.HTTP_204_NO_CONTENT,
     summary="Take an agent out of a queue",
 )
-async def remove_membership(
-    agent: str,
-    queue: str,
-    supervisor: Supervisor,
-    users: Users,
-    audit: Audit,
-    pbx: PbxDep,
-    state: StateDep,
-    config: Config,
-) -> Response:
-    user = await _agent_user(users, agent)
-    try:
-        for interface in _member_interfaces(state, user, config):
-            await pbx.queue_remove(queue, interface)
-    except AmiError as exc:
-        pbx_error(exc)
-    await audit.record(
-        supervisor, QUEUE_MEMBER_CHANGED, Subject("agent", agent), f"{queue} removed"
-    )
+async def remove_membership(agent: str, queue: str, floor: FloorDep) -> Response:
+    _user, interfaces = await floor.agent(agent)
+    await floor.send(*(floor.pbx.queue_remove(queue, i) for i in interfaces))
+    await floor.record(QUEUE_MEMBER_CHANGED, Subject("agent", agent), f"{queue} removed")
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
@@ -207,35 +210,20 @@ async def remove_membership(
     response_model=Accepted,
     summary="Send a waiting call (and its case) to a chosen agent",
 )
-async def reassign(
-    call_id: str,
-    body: Reassign,
-    supervisor: Supervisor,
-    users: Users,
-    cases: Cases,
-    audit: Audit,
-    pbx: PbxDep,
-    state: StateDep,
-    config: Config,
-) -> Accepted:
+async def reassign(call_id: str, body: Reassign, floor: FloorDep, cases: Cases) -> Accepted:
     reason = _clean_reason(body.reason)
-    call = state.call_by_id(call_id)
-    view = find_call(state, call_id)
+    call = floor.state.call_by_id(call_id)
+    view = find_call(floor.state, call_id)
     if call is None or view is None:
         raise problem(status.HTTP_404_NOT_FOUND, "call_not_found", f"no call {call_id}")
     if not call.in_queue:
         raise problem(status.HTTP_409_CONFLICT, "not_waiting", "the call is no longer waiting")
-    user = await _agent_user(users, body.agent)
-    try:
-        await pbx.redirect(call.channel, body.agent, config.colleague_context)
-    except AmiError as exc:
-        pbx_error(exc)
+    user, _interfaces = await floor.agent(body.agent)
+    await floor.send(floor.pbx.redirect(call.channel, body.agent, floor.config.colleague_context))
     if view.case_reference:
         try:
             await cases.assign(view.case_reference, user.id)
         except Exception as exc:  # not written yet: answering the call assigns it anyway
             log.warning("call %s: case not reassigned (%s)", call.call_id, type(exc).__name__)
-    await audit.record(
-        supervisor, CALL_REASSIGNED, Subject.call(call.call_id), f"to {body.agent}: {reason}"
-    )
+    await floor.record(CALL_REASSIGNED, Subject.call(call.call_id), f"to {body.agent}: {reason}")
     return Accepted(agent=body.agent, call_id=call.call_id)

@@ -19,7 +19,7 @@ from fastapi.responses import HTMLResponse, JSONResponse, Response
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from console.deps import State, require_role
-from console.i18n import Translator
+from console.i18n import Translator, page_texts
 from console.routers.cases import problem
 from crm_bridge.kpi import (
     BRUSSELS,
@@ -116,12 +116,6 @@ def export_labels(translator: Translator, lang: str, by: str) -> tuple[dict[str,
     return labels, none_label
 
 
-def page_texts(translator: Translator, lang: str) -> dict[str, str]:
-    """Every ``reports.*`` string in ``lang``, keyed without the prefix, for reports.js."""
-    catalogue = translator.catalogues[translator.language(lang)]
-    return {k[len(TEXT_PREFIX) :]: v for k, v in catalogue.items() if k.startswith(TEXT_PREFIX)}
-
-
 def _filename(table: KpiTable, suffix: str) -> str:
     first = table.buckets[0].day.isoformat()
     last = (table.buckets[-1].end.astimezone(BRUSSELS).date() - timedelta(days=1)).isoformat()
@@ -150,7 +144,7 @@ async def reports_page(request: Request, user: Supervisor, state: State) -> HTML
         {
             "user": user,
             "lang": lang,
-            "texts": page_texts(translator, lang),
+            "texts": page_texts(translator, lang, TEXT_PREFIX),
             "periods": [(p, translator.t(f"reports.period_{p}", lang)) for p in PERIODS],
             "dimensions": [(d, translator.t(f"reports.by.{d}", lang)) for d in DIMENSIONS],
             "columns": [c.name for c in COLUMNS],

@@ -14,7 +14,7 @@ from fastapi import APIRouter, Depends, Request, status
 from fastapi.responses import HTMLResponse
 
 from console.deps import State, require_role
-from console.i18n import Translator
+from console.i18n import page_texts
 from console.routers import flow_hours, management, reports, supervision
 from console.routers.cases import problem
 from console.routers.presence import PAUSE_REASONS
@@ -49,12 +49,6 @@ def wallboard_service(request: Request) -> Wallboard:
 
 
 Board = Annotated[Wallboard, Depends(wallboard_service)]
-
-
-def page_texts(translator: Translator, lang: str) -> dict[str, str]:
-    """The strings supervisor.js needs, in ``lang``, keyed as in the catalogue."""
-    catalogue = translator.catalogues[translator.language(lang)]
-    return {k: v for k, v in catalogue.items() if k.startswith(TEXT_PREFIXES)}
 
 
 def waiting_calls(state: CtiState | None) -> list[dict[str, Any]]:
@@ -105,7 +99,7 @@ async def supervisor_page(request: Request, user: Supervisor, state: State) -> H
         {
             "user": user,
             "lang": lang,
-            "texts": page_texts(translator, lang),
+            "texts": page_texts(translator, lang, *TEXT_PREFIXES),
             "config": {
                 "pause_reasons": list(PAUSE_REASONS),
                 "spy_modes": list(get_args(SpyMode)),
