@@ -31,6 +31,7 @@ from console.factory import create_console_app
 from console.push import PushHub
 from crm_bridge.db import init_db, make_engine
 from crm_bridge.users import UserService, UserView
+from guichet.settings import Settings
 from ivr.registry import FlowRegistry
 
 __all__ = ["console"]
@@ -391,3 +392,21 @@ async def signed_in(base_url: str, username: str) -> AsyncIterator[httpx.AsyncCl
         )
         assert response.status_code == 303, response.text
         yield client
+
+
+def guichet_settings(tmp_path: Path, ami_port: int | None, **overrides: Any) -> Settings:
+    """A whole Guichet's settings for a test: its own SQLite and case spool in ``tmp_path``,
+    FastAGI on a free port, the AMI peer on ``ami_port`` (None: no Asterisk), no demo."""
+    values: dict[str, Any] = {
+        "database_url": f"sqlite+aiosqlite:///{tmp_path}/g.db",
+        "case_spool": tmp_path / "cases.spool",
+        "agi_port": 0,
+        "ami_host": "127.0.0.1" if ami_port is not None else None,
+        "ami_port": ami_port or 5038,
+        "ami_secret": "guichet-secret",
+        "secret_key": "test-runtime-secret-key-0123456789abcdef",
+        "reload_interval": 0,
+        "demo": False,
+        **overrides,
+    }
+    return Settings(**values)

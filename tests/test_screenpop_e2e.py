@@ -17,11 +17,10 @@ import websockets
 from agi_peer import Press, ScriptedPeer
 from ami_peer import AmiPeer, Script, recording
 from conftest import NN_1985, OPEN, add_citizen
-from console_fixtures import FAST_HASHER, serve_app
+from console_fixtures import FAST_HASHER, guichet_settings, serve_app
 
 from crm_bridge.knowledge import KnowledgeBase
 from guichet.runtime import Guichet
-from guichet.settings import Settings
 
 PASSWORD = "correct horse battery staple"
 DEADLINE = 15.0
@@ -59,16 +58,7 @@ async def peer() -> AsyncIterator[AmiPeer]:
 async def test_case_before_ring_and_pop_only_on_the_ringing_agent(
     tmp_path: Path, peer: AmiPeer
 ) -> None:
-    settings = Settings(
-        database_url=f"sqlite+aiosqlite:///{tmp_path}/g.db",
-        case_spool=tmp_path / "cases.spool",
-        agi_port=0,
-        ami_host="127.0.0.1",
-        ami_port=peer.port,
-        ami_secret="guichet-secret",
-        secret_key="e2e-secret-key-0123456789abcdef0123456789",
-        reload_interval=0,
-    )
+    settings = guichet_settings(tmp_path, peer.port)
     guichet = Guichet(settings, clock=lambda: OPEN)
     await guichet.start()
     try:

@@ -2,28 +2,45 @@
 
 A whole Guichet (`guichet.runtime.Guichet`) runs over Asterisk's recorded `supervisor-spy`
 call, held at the moment Agent One's phone rings. The supervisor signs in with the login
-form, sees Agent One ringing on the wallboard, lets Asterisk answer (the call goes on as
-recorded), sees Agent One on the call and the queue's answered count, clicks "Whisper"
-and the `Originate` running `ChanSpy(Local/agent1@agents,qbEw…)` on the supervisor's own
-phone reaches the AMI peer. The agent raises a hand; it shows on the supervisor's screen
-and the supervisor joins in whisper from there. The spy session is in the audit trail.
+form and, clicking as a supervisor would:
+
+* sees Agent One ringing, then (once Asterisk answers, as recorded) on the call with the
+  citizen's number, and the queue's answered count and waiting figure move;
+* listens: the `Originate` running `ChanSpy(Local/agent1@agents,qbES…)` on the supervisor's
+  own phone reaches the AMI peer, Asterisk's recorded ChanSpyStart makes the session live;
+* switches to whisper then barge (`PlayDTMF` 5 / 6 with `Receive: true` on the spy leg), then
+  stops (the recorded `Hangup` of the spy leg, ChanSpyStop);
+* sees Alice's raised hand at once and answers it with "Join (whisper)": the `Originate`
+  with `ChanSpy(…,qbEw…)` reaches the peer and the hand goes down.
+
+Every step is in the audit trail. The recording's Originates said `qbES` / `qbEw` and the
+recorder's caller id; the script expects them as Guichet words them (`…d`: the mode can
+be switched), so the call only goes on if exactly that reaches Asterisk.
 """
 
 from __future__ import annotations
 
 import asyncio
+from dataclasses import replace
 from pathlib import Path
-from typing import Any
 
-from ami_peer import AmiPeer, Script, recording
-from console_fixtures import FAST_HASHER, PASSWORDS, create_people, serve_app, signed_in
-from test_agent_api import GATE, recorded
+from ami_peer import AmiPeer, Expect, Item, Script, recording
+from console_fixtures import (
+    FAST_HASHER,
+    PASSWORDS,
+    create_people,
+    guichet_settings,
+    serve_app,
+    signed_in,
+)
+from test_agent_api import GATE
 from test_agent_console_browser import arrived, chromium_page
+from test_coaching import SENT, answer_playdtmf
 
+from console.coaching import SPY_ENDED, SPY_MODE_CHANGED
 from crm_bridge.audit import CALL_SPIED
-from guichet.replay.ami_server import Block, Expect
+from guichet.replay.ami_server import Block
 from guichet.runtime import Guichet
-from guichet.settings import Settings
 
 try:
     from playwright.async_api import Page, expect
@@ -32,27 +49,34 @@ except ImportError as exc:  # a clear message rather than a bare collection erro
         "tests/test_supervisor_browser.py needs Playwright: .venv/bin/pip install playwright"
     ) from exc
 
-# supervisor-spy: AgentCalled (Agent One rings) at 11.94 s, AgentConnect at 13.94 s; the
-# recorder's first spy Originate at 14.94 s. The script is held at 12.0 s (ringing) until
-# the test opens the gate, and ends at 14.0 s: then the call stays connected, quiet.
-RINGING, CONNECTED = 12.0, 14.0
+RINGING = 12.0  # supervisor-spy: AgentCalled at 11.94 s, AgentConnect at 13.94 s
 CALL_ID = "1795370193.1"
-SPY_ORIGINATE = recorded("supervisor-spy", "spy-qbEw")
+# What Guichet sends for each recorded Originate (ActionID in the recording -> Data).
+AS_SENT = {"spy-qbES": "Local/agent1@agents,qbESd", "spy-qbEw": "Local/agent1@agents,qbEwd"}
 
 
 def held_call() -> Script:
-    script = Script.load(recording("supervisor-spy")).until(CONNECTED)
-    gate = (
-        Expect(RINGING, (("Action", "UserEvent"), ("ActionID", "gate"), ("UserEvent", GATE))),
-        Block(RINGING, b"Response: Success\r\nActionID: gate\r\nMessage: Event Sent\r\n\r\n"),
-    )
-    split = next((i for i, item in enumerate(script.items) if item.t > RINGING))
-    return Script(script.banner, script.items[:split] + gate + script.items[split:])
-
-
-def answer_originate(_session: Any, action: Any) -> bytes | None:
-    """Asterisk's recorded answer to the supervisor's Originate ("successfully queued")."""
-    return SPY_ORIGINATE if action.name == "originate" else None
+    """supervisor-spy, held at ringing until the test opens the gate, its Originates as
+    Guichet words them."""
+    script = Script.load(recording("supervisor-spy"))
+    items: list[Item] = []
+    for item in script.items:
+        if isinstance(item, Expect) and item.action_id in AS_SENT:
+            wanted = {**SENT, "Data": AS_SENT[item.action_id]}
+            item = replace(item, headers=tuple((k, wanted.get(k, v)) for k, v in item.headers))
+        if item.t > RINGING and not any(
+            isinstance(i, Expect) and i.action_id == "gate" for i in items
+        ):
+            items += [
+                Expect(
+                    RINGING, (("Action", "UserEvent"), ("ActionID", "gate"), ("UserEvent", GATE))
+                ),
+                Block(
+                    RINGING, b"Response: Success\r\nActionID: gate\r\nMessage: Event Sent\r\n\r\n"
+                ),
+            ]
+        items.append(item)
+    return Script(script.banner, tuple(items))
 
 
 async def sign_in(page: Page, base_url: str, username: str) -> None:
@@ -69,20 +93,10 @@ async def test_the_supervisor_watches_a_call_whispers_and_answers_a_raised_hand(
     tmp_path: Path,
 ) -> None:
     peer = AmiPeer([held_call()])
-    peer.hooks.append(answer_originate)
+    peer.hooks.append(answer_playdtmf)
     peer.gate = asyncio.Event()  # the call starts once Guichet has rebuilt its state
     await peer.start()
-    settings = Settings(
-        database_url=f"sqlite+aiosqlite:///{tmp_path}/g.db",
-        case_spool=tmp_path / "cases.spool",
-        agi_port=0,
-        ami_host="127.0.0.1",
-        ami_port=peer.port,
-        ami_secret="guichet-secret",
-        secret_key="supervisor-browser-secret-0123456789abcdef",
-        reload_interval=0,
-        demo=False,
-    )
+    settings = guichet_settings(tmp_path, peer.port)
     guichet = Guichet(settings)
     errors: list[str] = []
     await guichet.start()
@@ -110,22 +124,47 @@ async def test_the_supervisor_watches_a_call_whispers_and_answers_a_raised_hand(
             await expect(queue.locator("td").nth(4)).to_have_text("1")  # answered
             await expect(page.locator("#sum-waiting")).to_have_text("0")
 
-            # Whisper: Guichet rings the supervisor's phone, which runs ChanSpy on the agent.
-            await row.get_by_role("button", name="Whisper").click()
-            originate = await arrived(peer, "originate", lambda a: a.get("Channel") == "PJSIP/sup1")
-            assert originate.get("Application") == "ChanSpy"
-            assert originate.get("Data").startswith("Local/agent1@agents,qbEw")
-            await expect(page.locator("#spy-session")).to_be_visible()
-            spied = await guichet.app.state.audit.entries(action=CALL_SPIED)
-            assert [(e.actor, e.subject.id) for e in spied] == [("sophie", CALL_ID)]
+            # Listen: Guichet rings the supervisor's phone, which runs ChanSpy on the agent.
+            await row.get_by_role("button", name="Listen").click()
+            listen = await arrived(peer, "originate", lambda a: a.get("Channel") == "PJSIP/sup1")
+            assert listen.get("Application") == "ChanSpy"
+            assert listen.get("Data").startswith("Local/agent1@agents,qbES")
+            spy = page.locator("#spy-text")
+            await expect(spy).to_contain_text("Live")  # the recorded ChanSpyStart
+            await expect(row.locator(".coached")).to_contain_text("Sophie Martin: Listen")
+            panel = page.locator("#spy-modes")
+            await panel.get_by_role("button", name="Whisper").click()
+            await arrived(peer, "playdtmf", lambda a: a.get("Digit") == "5")
+            await expect(spy).to_contain_text("Whisper")
+            await panel.get_by_role("button", name="Barge in").click()
+            barge = await arrived(peer, "playdtmf", lambda a: a.get("Digit") == "6")
+            assert (barge.get("Channel"), barge.get("Receive")) == ("PJSIP/sup1-00000000", "true")
+            await panel.get_by_role("button", name="Stop").click()
+            await arrived(peer, "hangup", lambda a: a.get("Channel") == "PJSIP/sup1-00000000")
+            await expect(page.locator("#spy-none")).to_be_visible()
 
-            # Alice raises her hand on the call: it shows at once on the wallboard.
+            # Alice raises her hand on the call: it shows at once; the supervisor joins.
             async with signed_in(base_url, "alice") as alice:
                 answer = await alice.post("/api/me/hand", json={"raised": True})
                 assert answer.status_code in (200, 201), answer.text
             hand = page.locator('#hands li[data-agent="agent1"]')
             await expect(hand).to_contain_text("Alice Dupont")
             await expect(row).to_have_attribute("data-hand", "true")
+            await hand.get_by_role("button", name="Join (whisper)").click()
+            whisper = await arrived(
+                peer, "originate", lambda a: a.get("Data", "").endswith(",qbEwd")
+            )
+            assert whisper.get("Data").startswith("Local/agent1@agents,qbEw")
+            await expect(spy).to_contain_text("Live")
+            await expect(page.locator("#hands-none")).to_be_visible()  # the hand went down
+            await expect(row).to_have_attribute("data-hand", "false")
+
+            audit = guichet.app.state.audit
+            spied = await audit.entries(action=CALL_SPIED)
+            assert [(e.actor, e.subject.id) for e in spied] == [("sophie", CALL_ID)] * 2
+            modes = await audit.entries(action=SPY_MODE_CHANGED)
+            assert [e.reason for e in reversed(modes)] == ["listen->whisper", "whisper->barge"]
+            assert len(await audit.entries(action=SPY_ENDED)) == 1
     finally:
         await guichet.stop()
         await peer.close()

@@ -18,14 +18,13 @@ import httpx
 import pytest
 import websockets
 from ami_peer import AmiPeer, Script, recording
-from console_fixtures import FAST_HASHER, PASSWORDS, create_people, serve_app
+from console_fixtures import FAST_HASHER, PASSWORDS, create_people, guichet_settings, serve_app
 from test_cti_state import T0, recorded
 
 from cti.events import Event
 from cti.state import CtiState
 from cti.wallboard import WallboardModel, split_queue
 from guichet.runtime import Guichet
-from guichet.settings import Settings
 
 DEADLINE = 15.0
 DAY = date(2026, 11, 22)
@@ -172,17 +171,7 @@ async def peer() -> Any:
 async def test_a_supervisor_sees_the_call_move_on_the_wallboard(
     tmp_path: Path, peer: AmiPeer
 ) -> None:
-    settings = Settings(
-        database_url=f"sqlite+aiosqlite:///{tmp_path}/g.db",
-        case_spool=tmp_path / "cases.spool",
-        agi_port=0,
-        ami_host="127.0.0.1",
-        ami_port=peer.port,
-        ami_secret="guichet-secret",
-        secret_key="wallboard-secret-key-0123456789abcdef012345",
-        reload_interval=0,
-        demo=False,
-    )
+    settings = guichet_settings(tmp_path, peer.port)
     guichet = Guichet(settings)
     await guichet.start()
     try:

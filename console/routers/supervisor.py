@@ -105,6 +105,7 @@ async def supervisor_page(request: Request, user: Supervisor, state: State) -> H
                 "spy_modes": list(get_args(SpyMode)),
                 "has_phone": bool(user.interface),
                 "user_id": user.id,
+                "username": user.username,
             },
         },
     )

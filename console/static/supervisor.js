@@ -21,6 +21,7 @@
   const state = {
     queues: {}, agents: {}, waiting: [], ivr: { in_ivr: 0, deflection: [], callbacks_pending: 0 },
     series: [], hands: {}, spy: null, threshold: 20,
+    coached: {}, // agent id -> a live spy session of any supervisor on their call
     sort: { queues: ["queue", 1], agents: ["display_name", 1] },
     filter: { service: "", lang: "", state: "", search: "" },
   };
@@ -67,7 +68,9 @@
     state.hands = {};
     (hands || []).forEach(function (hand) { if (hand.raised) state.hands[hand.agent] = hand; });
     const spies = await act(function () { return P.api("GET", "/api/supervision/spy"); });
-    state.spy = (spies || []).find(function (s) { return s.supervisor_id === config.user_id; }) || null;
+    state.spy = (spies || []).find(function (s) { return s.supervisor === config.username; }) || null;
+    state.coached = {};
+    (spies || []).forEach(function (s) { state.coached[s.agent] = s; });
     renderAll();
   }
 
@@ -229,6 +232,7 @@
     const rows = sortRows(Object.values(state.agents).filter(agentVisible), "agents");
     rows.forEach(function (a) {
       const hand = state.hands[a.agent];
+      const coached = state.coached[a.agent];
       let stateText = t("agent.state." + a.state);
       if (a.state === "paused" && a.pause_reason) {
         const key = "agent.pause_reason." + a.pause_reason;
@@ -238,7 +242,9 @@
         (a.call_queue ? " (" + a.call_queue + ")" : "") : "";
       body.append(el("tr", { dataset: { agent: a.agent, state: a.state, hand: hand ? "true" : "false" } }, [
         el("td", {}, [a.display_name || a.name,
-          hand ? el("span", { class: "hand", text: " ✋ " + t("wallboard.agents.hand") }) : null]),
+          hand ? el("span", { class: "hand", text: " ✋ " + t("wallboard.agents.hand") }) : null,
+          coached ? el("span", { class: "coached", text: " 🎧 " + t("wallboard.agents.coached", {
+            name: coached.supervisor_name || coached.supervisor, mode: t("wallboard.actions." + coached.mode) }) }) : null]),
         el("td", {}, [el("span", { class: "state", dataset: { state: a.state }, text: stateText })]),
         el("td", { class: "num ticking", dataset: { since: a.since || "" },
           text: a.since ? P.duration(now() - a.since) : "–" }),
@@ -474,12 +480,26 @@
     loadWaiting();
   }
 
+  const SPY_ORDER = { starting: 0, live: 1, ended: 2 };
+
+  /** The REST answer and the spy_session pushes race: a session never goes back in state
+   * (starting -> live -> ended), whichever arrives last. */
+  function mergeSpy(session) {
+    const known = state.spy;
+    if (known && known.id === session.id && SPY_ORDER[known.state] > SPY_ORDER[session.state]) {
+      state.spy = Object.assign({}, session, { state: known.state });
+    } else {
+      state.spy = session;
+    }
+    renderSpy();
+  }
+
   async function startSpy(callId, mode) {
     const session = await act(function () {
       return P.api("POST", "/api/supervision/spy",
         { call_id: callId, mode: mode, reason: $("spy-reason").value.trim() || null });
     });
-    if (session) { state.spy = session; renderSpy(); }
+    if (session) mergeSpy(session);
   }
 
   async function switchSpy(mode) {
@@ -487,7 +507,7 @@
     const session = await act(function () {
       return P.api("PATCH", "/api/supervision/spy/" + state.spy.id, { mode: mode });
     });
-    if (session) { state.spy = session; renderSpy(); }
+    if (session) mergeSpy(session);
   }
 
   async function stopSpy() {
@@ -521,9 +541,11 @@
   }
 
   function onSpy(session) {
-    if (session.supervisor_id !== undefined && session.supervisor_id !== config.user_id) return;
-    if (!state.spy || state.spy.id === session.id || session.state !== "ended") state.spy = session;
-    renderSpy();
+    if (session.state === "ended") delete state.coached[session.agent];
+    else state.coached[session.agent] = session;
+    renderAgents();
+    if (session.supervisor !== config.username) return; // another supervisor's session
+    if (!state.spy || state.spy.id === session.id || session.state !== "ended") mergeSpy(session);
   }
 
   function start() {
