@@ -13,7 +13,7 @@ bus between Guichet nodes.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from typing import Any, Literal, TypeAlias
 
 from pydantic import TypeAdapter
@@ -149,6 +149,15 @@ class AgentStateChanged(Event):
 
 
 @dataclass(frozen=True, kw_only=True)
+class AgentQueuesChanged(Event):
+    """The queues an agent is a member of, with their skill penalty (lower is rung first):
+    after QueueAdd / QueueRemove / QueuePenalty, or what a rebuild found."""
+
+    agent: AgentRef
+    penalties: dict[str, int] = field(default_factory=dict)  # queue -> penalty
+
+
+@dataclass(frozen=True, kw_only=True)
 class QueueStatsChanged(Event):
     """Counts for a wallboard, from Guichet's own call and agent tracking (QueueSummary's
     `Available` counts an agent on a Local-channel call as available)."""
@@ -200,6 +209,7 @@ EVENT_TYPES: dict[str, type[Event]] = {
         CallTransferred,
         CallEnded,
         AgentStateChanged,
+        AgentQueuesChanged,
         QueueStatsChanged,
         SpyStarted,
         SpyStopped,

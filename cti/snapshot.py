@@ -68,6 +68,7 @@ class SnapMember:
     in_call: bool
     status: int | None
     wrapuptime: int | None
+    penalty: int = 0
 
 
 @dataclass(frozen=True)
@@ -131,6 +132,7 @@ class Snapshot:
                         in_call=flag(h, "InCall"),
                         status=number(h, "Status"),
                         wrapuptime=number(h, "Wrapuptime"),
+                        penalty=number(h, "Penalty") or 0,
                     )
                 )
             elif kind == "QueueEntry":

@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from cti.events import (
+    AgentQueuesChanged,
     AgentRef,
     AgentRinging,
     AgentStateChanged,
@@ -168,6 +169,7 @@ class Spy:
 class Membership:
     paused: bool = False
     reason: str = ""
+    penalty: int = 0  # skill penalty: members with a lower one are rung first
     wrapuptime: int | None = None  # the member's own, 0/None: the queue's
 
 
@@ -182,6 +184,7 @@ class Agent:
     wrap_up_until: float | None = None
     device: int | None = None
     shown: tuple[AgentStatus, str | None, str | None] | None = None
+    shown_queues: dict[str, int] | None = None  # queue -> penalty, as last announced
 
     def ref(self) -> AgentRef:
         return AgentRef(
@@ -673,6 +676,8 @@ class CtiState:
             member.reason = text(h, "PausedReason") if member.paused else ""
         wrap = number(h, "Wrapuptime")
         member.wrapuptime = wrap if wrap is not None else member.wrapuptime
+        penalty = number(h, "Penalty")
+        member.penalty = penalty if penalty is not None else member.penalty
         status = number(h, "Status")
         if status is not None and agent.state_interface != agent.interface:
             agent.device = status
@@ -729,6 +734,12 @@ class CtiState:
                         call_id=shown[2],
                         queues=tuple(sorted(agent.queues)),
                     )
+                )
+            queues = {q: m.penalty for q, m in sorted(agent.queues.items())}
+            if queues != agent.shown_queues:
+                agent.shown_queues = queues
+                out.append(
+                    AgentQueuesChanged(at=at, resync=resync, agent=agent.ref(), penalties=queues)
                 )
         for queue in sorted(self._queues_touched):
             stats = self.queue_stats(queue)
@@ -861,6 +872,7 @@ class CtiState:
             member = agent.queues[m.queue]
             member.paused, member.reason = m.paused, m.paused_reason if m.paused else ""
             member.wrapuptime = m.wrapuptime
+            member.penalty = m.penalty
             if m.status is not None and agent.state_interface != agent.interface:
                 agent.device = m.status
             seen.add((m.interface, m.queue))

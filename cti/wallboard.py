@@ -27,6 +27,8 @@ from typing import Any, Literal
 from zoneinfo import ZoneInfo
 
 from cti.events import (
+    AgentQueuesChanged,
+    AgentRef,
     AgentStateChanged,
     CallAnswered,
     CallEnded,
@@ -113,6 +115,7 @@ class AgentFigures:
     caller: str | None = None  # the citizen's number while ringing or on a queue call
     call_queue: str | None = None
     queues: tuple[str, ...] = ()
+    penalties: dict[str, int] = field(default_factory=dict)
     handled: int = 0
     talk: float = 0.0
     talked: int = 0
@@ -131,6 +134,7 @@ class AgentFigures:
             "caller": self.caller,
             "call_queue": self.call_queue,
             "queues": list(self.queues),
+            "penalties": dict(self.penalties),
             "services": services,
             "langs": langs,
             "handled": self.handled,
@@ -178,6 +182,11 @@ class WallboardModel:
             return self._queue_stats(event)
         if isinstance(event, AgentStateChanged):
             return self._agent_state(event)
+        if isinstance(event, AgentQueuesChanged):
+            a = self._agent(event.agent)
+            a.penalties = dict(event.penalties)
+            a.queues = tuple(sorted(event.penalties))
+            return {("agent", a.agent)}
         if isinstance(event, CallQueued):
             call = self._calls.get(event.call_id)
             if call is None:
@@ -291,12 +300,16 @@ class WallboardModel:
         self._peak_waiting = max(self._peak_waiting, sum(x.waiting for x in self.queues.values()))
         return {("queue", e.queue)}
 
-    def _agent_state(self, e: AgentStateChanged) -> set[Row]:
-        ref = e.agent
+    def _agent(self, ref: AgentRef) -> AgentFigures:
         a = self.agents.get(ref.id)
         if a is None:
             a = self.agents[ref.id] = AgentFigures(agent=ref.id, name=ref.name, interface="")
         a.name, a.interface = ref.name or a.name, ref.interface
+        return a
+
+    def _agent_state(self, e: AgentStateChanged) -> set[Row]:
+        ref = e.agent
+        a = self._agent(ref)
         if a.state != e.state or a.since is None:
             a.since = e.at
         a.state, a.pause_reason, a.queues = e.state, e.pause_reason, e.queues

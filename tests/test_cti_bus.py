@@ -92,6 +92,7 @@ async def test_events_round_trip_through_json() -> None:
         "CallTransferred",
         "CallEnded",
         "AgentStateChanged",
+        "AgentQueuesChanged",
         "QueueStatsChanged",
     }
     for event in events:

@@ -19,6 +19,7 @@ from test_agent_api import AgentDesk, agent_desk, answer_as_recorded, detail
 
 from console.routers import management
 from crm_bridge.audit import Subject
+from cti.events import AgentQueuesChanged
 
 CALL = "1795370006.1"
 CITIZEN_CHANNEL = "Local/022791111@from-citizen-00000000;2"
@@ -32,11 +33,35 @@ ACKS = {
 }
 
 
+# What app_queue.c then tells every AMI session, as the member events of agent-pause look.
+MEMBER_EVENT = (
+    "Event: {event}\r\nPrivilege: agent,all\r\nQueue: {queue}\r\nMemberName: Alice Dupont\r\n"
+    "Interface: {interface}\r\nStateInterface: PJSIP/agent1\r\nMembership: dynamic\r\n"
+    "Penalty: {penalty}\r\nCallsTaken: 0\r\nLastCall: 0\r\nLastPause: 0\r\n"
+    "LoginTime: 1795370227\r\nInCall: 0\r\nStatus: 1\r\nPaused: 0\r\nPausedReason: \r\n"
+    "Ringinuse: 1\r\nWrapuptime: 0\r\n\r\n"
+)
+MEMBER_EVENTS = {
+    "queueadd": "QueueMemberAdded",
+    "queuepenalty": "QueueMemberPenalty",
+    "queueremove": "QueueMemberRemoved",
+}
+
+
 def acknowledge(_session: Any, action: Any) -> bytes | None:
+    """Asterisk's acknowledgement, then (for the queue actions) the member event it sends."""
     message = ACKS.get(action.name)
     if message is None:
         return None
-    return f"Response: Success\r\nActionID: {{id}}\r\nMessage: {message}\r\n\r\n".encode()
+    answer = f"Response: Success\r\nActionID: {{id}}\r\nMessage: {message}\r\n\r\n"
+    if action.name in MEMBER_EVENTS:
+        answer += MEMBER_EVENT.format(
+            event=MEMBER_EVENTS[action.name],
+            queue=action.get("Queue"),
+            interface=action.get("Interface"),
+            penalty=action.get("Penalty") or "0",
+        )
+    return answer.encode()
 
 
 async def _desk(tmp_path: Path) -> Any:
@@ -60,9 +85,7 @@ async def _waiting(desk: AgentDesk) -> None:
 
 def sent(desk: AgentDesk, name: str) -> list[dict[str, str]]:
     assert desk.peer is not None
-    return [
-        {k: v for k, v in a.headers if k != "ActionID"} for a in desk.peer.sent(name.lower())
-    ]
+    return [{k: v for k, v in a.headers if k != "ActionID"} for a in desk.peer.sent(name.lower())]
 
 
 async def test_pause_unpause_and_log_out_an_agent_with_a_reason(tmp_path: Path) -> None:
@@ -125,6 +148,16 @@ async def test_queues_and_penalties_follow_membership(tmp_path: Path) -> None:
                 "/api/supervision/agents/agent9/queues/population-nl", json={"penalty": 0}
             )
             assert unknown.status_code == 404 and detail(unknown)["code"] == "agent_not_found"
+        assert desk.cti is not None  # the change came back from Asterisk, as the CTI sees it
+        await desk.cti.next(AgentQueuesChanged, penalties={"population-fr": 2})
+        member = desk.cti.bridge.state.agents["Local/agent1@agents"]
+        assert {q: m.penalty for q, m in member.queues.items()} == {"population-fr": 2}
+        changes = desk.cti.of(AgentQueuesChanged)
+        assert [e.penalties for e in changes if e.agent.id == "agent1"][-3:] == [
+            {"population-fr": 2, "population-nl": 0},
+            {"population-fr": 2, "population-nl": 3},
+            {"population-fr": 2},
+        ]
         assert sent(desk, "QueueAdd") == [
             {
                 "Action": "QueueAdd",

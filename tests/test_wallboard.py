@@ -108,6 +108,8 @@ def test_a_pause_shows_its_reason_and_since_when() -> None:
     assert round(paused[0]["since"] - T0, 1) == 14.4
     final = model.row("agent", "agent2")
     assert final is not None and final["state"] == "ready" and final["pause_reason"] is None
+    assert final["queues"] == ["population-fr", "population-nl"]  # from the member events
+    assert final["penalties"] == {"population-fr": 0, "population-nl": 0}
 
 
 def test_a_new_day_starts_the_counters_again_but_keeps_live_states() -> None:

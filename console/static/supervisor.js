@@ -249,7 +249,10 @@
         el("td", { class: "num ticking", dataset: { since: a.since || "" },
           text: a.since ? P.duration(now() - a.since) : "–" }),
         cell(call),
-        cell((a.queues || []).join(", ")),
+        cell((a.queues || []).map(function (q) {
+          const penalty = (a.penalties || {})[q];
+          return penalty ? q + " (" + penalty + ")" : q;
+        }).join(", ")),
         cell(a.handled, true),
         cell(P.duration(a.aht), true),
         el("td", {}, [agentActions(a)]),
