@@ -14,6 +14,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
 from fastapi import Depends, HTTPException, Request, status
 from fastapi.templating import Jinja2Templates
@@ -46,6 +47,7 @@ class ConsoleConfig:
     session_ttl: float = DEFAULT_SESSION_TTL
     cookie_secure: bool = False  # True behind HTTPS (production); False for http://127.0.0.1
     trusted_origins: tuple[str, ...] = ()  # extra origins allowed to POST (a reverse proxy's)
+    connect_sources: tuple[str, ...] = ()  # extra origins pages may connect to (SIP WebSocket)
     ws_hello_timeout: float = 10.0
     ws_revalidate_interval: float = 60.0  # re-check an open websocket's session this often
 
@@ -70,7 +72,15 @@ class ConsoleConfig:
             session_ttl=float(knob("session_ttl", DEFAULT_SESSION_TTL)),
             cookie_secure=str(knob("cookie_secure", False)).lower() in {"1", "true", "yes"},
             trusted_origins=tuple(origins),
+            connect_sources=websocket_origins(knob("sip_ws_url", None)),
         )
+
+
+def websocket_origins(url: str | None) -> tuple[str, ...]:
+    """``wss://pbx.example:8089/ws`` -> (``wss://pbx.example:8089``,): the CSP source a page
+    needs to open that WebSocket; nothing for an unset or non-WebSocket URL."""
+    parts = urlsplit(url or "")
+    return (f"{parts.scheme}://{parts.netloc}",) if parts.scheme in ("ws", "wss") else ()
 
 
 @dataclass(slots=True)

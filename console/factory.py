@@ -93,7 +93,9 @@ def create_console_app(
         templates=templates,
     )
     app.add_middleware(OriginCheckMiddleware, trusted_origins=config.trusted_origins)
-    app.add_middleware(SecurityHeadersMiddleware, csp_exempt=(DOCS_PATH,))
+    app.add_middleware(
+        SecurityHeadersMiddleware, csp_exempt=(DOCS_PATH,), connect_src=config.connect_sources
+    )
     app.mount("/static", StaticFiles(directory=str(STATIC_DIR)), name="static")
 
     app.include_router(auth.router)

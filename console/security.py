@@ -426,9 +426,18 @@ class SecurityHeadersMiddleware:
     other sites, a strict CSP (not on ``csp_exempt`` paths such as the Swagger UI), and
     ``no-store`` on the API, whose answers hold personal data."""
 
-    def __init__(self, app: ASGIApp, *, csp_exempt: Iterable[str] = ()) -> None:
+    def __init__(
+        self, app: ASGIApp, *, csp_exempt: Iterable[str] = (), connect_src: Iterable[str] = ()
+    ) -> None:
         self.app = app
         self.csp_exempt = frozenset(csp_exempt)
+        # Extra origins the pages may connect to (the SIP WebSocket of the softphone).
+        extra = " ".join(connect_src)
+        self.policy = (
+            CONTENT_SECURITY_POLICY.replace("connect-src 'self'", f"connect-src 'self' {extra}")
+            if extra
+            else CONTENT_SECURITY_POLICY
+        )
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -449,7 +458,7 @@ class SecurityHeadersMiddleware:
                 add(b"x-frame-options", "DENY")
                 add(b"referrer-policy", "same-origin")
                 if path not in self.csp_exempt:
-                    add(b"content-security-policy", CONTENT_SECURITY_POLICY)
+                    add(b"content-security-policy", self.policy)
                 if path.startswith("/api/"):
                     add(b"cache-control", "no-store")
                 message = {**message, "headers": headers}

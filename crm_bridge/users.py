@@ -51,6 +51,7 @@ class UserView:
     interface: str | None
     ui_language: str
     active: bool
+    softphone: bool = False  # answers in the console's browser softphone, not a desk phone
 
     def can(self, required: str) -> bool:
         return role_allows(self.role, required)
@@ -66,6 +67,7 @@ def _view(user: User) -> UserView:
         interface=user.interface,
         ui_language=user.ui_language,
         active=user.active,
+        softphone=user.softphone,
     )
 
 
@@ -110,6 +112,7 @@ class UserService:
         display_name: str | None = None,
         interface: str | None = None,
         ui_language: str = "fr",
+        softphone: bool = False,
     ) -> UserView:
         name = normalise_username(username)
         if not _USERNAME.match(name):
@@ -123,6 +126,7 @@ class UserService:
             password_hash=await self._hash(password),
             interface=interface,
             ui_language=ui_language,
+            softphone=softphone,
         )
         try:
             async with self._sessions() as session, session.begin():
@@ -205,6 +209,7 @@ class UserService:
         interface: str | None = None,
         ui_language: str | None = None,
         active: bool | None = None,
+        softphone: bool | None = None,
     ) -> UserView:
         """Change what is given (``interface=""`` clears the interface)."""
         _check(role=role, ui_language=ui_language, interface=interface or None)
@@ -225,4 +230,6 @@ class UserService:
                 user.ui_language = ui_language
             if active is not None:
                 user.active = active
+            if softphone is not None:
+                user.softphone = softphone
             return _view(user)

@@ -5,16 +5,24 @@ Queue names come from the flows (`LoadedFlow.queue_names()`), `channelvars=` fro
 is loaded and cross-checked first and rendered in memory; files are only written once every
 template rendered, each one atomically, so a broken flow never leaves half a config behind.
 
+Agents who answer in the console's browser softphone (users with ``softphone`` and a
+``PJSIP/<agent>`` interface, read from the user store by the CLI) get a WebRTC endpoint
+(``webrtc=yes``: DTLS-SRTP with an auto-generated certificate, ICE, AVPF, rtcp-mux) on the
+``transport-wss`` transport, with the SIP password the console derives from its secret
+(`console.routers.softphone.sip_password`): the browser and Asterisk agree without a stored
+password. ``http.conf`` carries Asterisk's WebSocket (``/ws``; TLS for WSS in production).
+
 `guichet asterisk render --out DIR` (this module's `app`, mounted by guichet/cli.py).
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import re
 import tempfile
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from fnmatch import fnmatchcase
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -28,7 +36,12 @@ from pydantic import (
     Field,
     ValidationError,
 )
+from sqlalchemy.engine import make_url
 
+from console.deps import ConsoleConfig
+from console.routers.softphone import pjsip_endpoint, sip_password
+from crm_bridge.db import make_engine
+from crm_bridge.users import UserService
 from guichet.settings import Settings, get_settings
 from ivr.flow_model import QueueNode, TransferNode
 from ivr.loader import FlowLoadError, Issue, LoadedFlow, load_flow, validation_issues
@@ -42,6 +55,7 @@ log = logging.getLogger(__name__)
 TEMPLATES: dict[str, tuple[str, int]] = {
     "extensions.conf.j2": ("extensions.conf", 0o644),
     "features.conf.j2": ("features.conf", 0o644),
+    "http.conf.j2": ("http.conf", 0o644),
     "manager.conf.j2": ("manager.conf", 0o600),
     "musiconhold.conf.j2": ("musiconhold.conf", 0o644),
     "pjsip.conf.j2": ("pjsip.conf", 0o600),
@@ -165,6 +179,26 @@ class Sip(_Model):
     external_address: str | None = Field(default=None, pattern=r"^[0-9A-Za-z.:-]+$")
 
 
+class WebRtc(_Model):
+    """Browser softphones: Asterisk's WebSocket (http.conf) and the WebRTC endpoints' media."""
+
+    protocol: Literal["wss", "ws"] = Field(
+        default="wss", description="wss in production; ws only on a lab's loopback."
+    )
+    http_bind: str = Field(
+        default="127.0.0.1", pattern=r"^[0-9A-Za-z.:\[\]-]+$", description="Plain HTTP."
+    )
+    http_port: int = Field(default=8088, ge=1, le=65535)
+    tls_bind: str = Field(default="0.0.0.0:8089", pattern=r"^[0-9A-Za-z.:\[\]-]+$")
+    tls_cert_file: str = Field(default="/etc/asterisk/keys/asterisk.crt", pattern=r"^/[^\s;\"\\]+$")
+    tls_private_key: str = Field(
+        default="/etc/asterisk/keys/asterisk.key", pattern=r"^/[^\s;\"\\]+$"
+    )
+    codecs: list[Annotated[str, Field(pattern=r"^[a-z0-9_]+$")]] = Field(
+        default_factory=lambda: ["opus", "alaw", "ulaw"], min_length=1
+    )
+
+
 class Fallback(_Model):
     """What the caller hears when Guichet cannot help: never silence."""
 
@@ -190,6 +224,7 @@ class SiteConfig(_Model):
     transfers: list[Transfer] = Field(default_factory=list)
     queue: QueueSettings = Field(default_factory=QueueSettings)
     sip: Sip = Field(default_factory=Sip)
+    webrtc: WebRtc = Field(default_factory=WebRtc)
     fallback: Fallback = Field(default_factory=Fallback)
     moh_directory: str = Field(default="/var/lib/asterisk/moh", pattern=r"^[^\s;\"\\]+$")
 
@@ -268,7 +303,12 @@ def flow_queues(flows: Iterable[LoadedFlow]) -> list[str]:
 
 
 def _check(
-    flows: list[LoadedFlow], site: SiteConfig, smap: SourceMap, settings: Settings, warn: Warn
+    flows: list[LoadedFlow],
+    site: SiteConfig,
+    smap: SourceMap,
+    settings: Settings,
+    warn: Warn,
+    softphones: Mapping[str, str],
 ) -> dict[str, list[Agent]]:
     """Everything that must agree between flows, site.yaml and settings; returns queue members."""
     issues: list[Issue] = []
@@ -345,7 +385,7 @@ def _check(
             for q in matched:
                 if agent not in members[q]:
                     members[q].append(agent)
-        if "change-me" in agent.password.lower():
+        if "change-me" in agent.password.lower() and agent.id not in softphones:
             where = smap.where(("agents", i, "password"))
             warn(f"{where}: agent {agent.id} still has a placeholder SIP password")
     if not _DIALPLAN_NAME.match(settings.ami_username) or settings.ami_username in {
@@ -369,6 +409,11 @@ def _check(
     if issues:
         raise RenderError(issues)
 
+    agent_ids = {agent.id for agent in site.agents}
+    for agent_id in sorted(set(softphones) - agent_ids):
+        warn(f"a user answers in the softphone as {agent_id}, which is not an agent of {site_path}")
+    if softphones and site.webrtc.protocol == "ws":
+        warn("webrtc.protocol is ws: browsers only allow a plain WebSocket on localhost")
     if settings.ami_secret == "change-me":
         warn("GUICHET_AMI_SECRET is the default `change-me`: set a real secret before going live")
     if settings.ami_host not in (None, "127.0.0.1", "localhost", "::1"):
@@ -395,6 +440,7 @@ def _context(
     members: dict[str, list[Agent]],
     settings: Settings,
     sources: list[Path],
+    softphones: Mapping[str, str],
 ) -> dict[str, Any]:
     return {
         "sources": [str(p) for p in sources],
@@ -410,17 +456,26 @@ def _context(
         "flows": [lf.name for lf in flows],
         "queues": [{"name": q, "members": members[q]} for q in members],
         "site": site,
+        "softphones": dict(softphones),  # agent id -> the derived SIP password
     }
 
 
 def render_texts(
-    *, settings: Settings, flows_dir: Path, site_file: Path, warn: Warn | None = None
+    *,
+    settings: Settings,
+    flows_dir: Path,
+    site_file: Path,
+    warn: Warn | None = None,
+    softphones: Mapping[str, str] | None = None,
 ) -> dict[str, tuple[str, int]]:
-    """Load, check and render everything in memory: file name -> (text, mode). No I/O writes."""
+    """Load, check and render everything in memory: file name -> (text, mode). No I/O writes.
+    ``softphones``: agent id -> SIP password of the agents answering in the browser
+    (`softphone_passwords`)."""
     warn = warn or log.warning
+    softphones = softphones or {}
     flows = load_flows(flows_dir)
     site, smap = load_site(site_file)
-    members = _check(flows, site, smap, settings, warn)
+    members = _check(flows, site, smap, settings, warn, softphones)
     env = jinja2.Environment(
         loader=jinja2.FileSystemLoader(settings.asterisk_config_dir / "templates"),
         undefined=jinja2.StrictUndefined,  # a typo in a template fails the render, not the PBX
@@ -429,7 +484,8 @@ def render_texts(
         keep_trailing_newline=True,
         autoescape=False,  # .conf files, not HTML
     )
-    ctx = _context(flows, site, members, settings, [site_file, *(lf.path for lf in flows)])
+    sources = [site_file, *(lf.path for lf in flows)]
+    ctx = _context(flows, site, members, settings, sources, softphones)
     out: dict[str, tuple[str, int]] = {}
     for template, (name, mode) in TEMPLATES.items():
         try:
@@ -464,13 +520,20 @@ def render_asterisk_config(
     flows_dir: Path | None = None,
     site_file: Path | None = None,
     warn: Warn | None = None,
+    softphones: Mapping[str, str] | None = None,
 ) -> list[Path]:
     """Render every Asterisk file into `out_dir`; raises FlowLoadError or RenderError before
     writing anything. Returns the written paths."""
     settings = settings or get_settings()
     flows_dir = flows_dir or settings.flows_dir
     site_file = site_file or settings.asterisk_config_dir / "site.yaml"
-    texts = render_texts(settings=settings, flows_dir=flows_dir, site_file=site_file, warn=warn)
+    texts = render_texts(
+        settings=settings,
+        flows_dir=flows_dir,
+        site_file=site_file,
+        warn=warn,
+        softphones=softphones,
+    )
     out_dir.mkdir(parents=True, exist_ok=True)
     written: list[Path] = []
     for name, (text, mode) in texts.items():
@@ -478,6 +541,44 @@ def render_asterisk_config(
         write_atomic(path, text, mode)
         written.append(path)
     return written
+
+
+# --- softphones from the user store ---------------------------------------------------------
+
+
+async def softphone_passwords(database_url: str, secret_key: bytes) -> dict[str, str]:
+    """Agent id -> SIP password of every active user answering in the browser softphone
+    (``softphone`` set, ``PJSIP/<agent>`` interface): the password the console serves them."""
+    engine = make_engine(database_url)
+    try:
+        users = await UserService(engine).list_users()
+    finally:
+        await engine.dispose()
+    found: dict[str, str] = {}
+    for user in users:
+        agent = pjsip_endpoint(user.interface)
+        if user.active and user.softphone and agent is not None:
+            found[agent] = sip_password(secret_key, agent)
+    return found
+
+
+def _softphones_of(database_url: str, settings: Settings) -> dict[str, str]:
+    """`softphone_passwords` for the CLI: a store that cannot be read is a located error
+    (a missing SQLite file too: opening it would leave an empty database behind)."""
+    where = Path("DATABASE_URL")
+    url = make_url(database_url)
+    database = url.database or ""
+    sqlite_file = url.get_backend_name() == "sqlite" and database not in ("", ":memory:")
+    if sqlite_file and not Path(database).exists():
+        message = f"no user store at {database} (--no-users: desk phones only)"
+        raise RenderError([Issue(where, 1, message)])
+    try:
+        secret = ConsoleConfig.from_settings(settings).secret_key
+        return asyncio.run(softphone_passwords(database_url, secret))
+    except Exception as exc:  # any driver's error: say what failed, write nothing
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        message = f"cannot read the softphone users: {first} (--no-users: desk phones only)"
+        raise RenderError([Issue(where, 1, message)]) from exc
 
 
 # --- CLI ------------------------------------------------------------------------------------
@@ -507,14 +608,40 @@ def render(
             dir_okay=False,
         ),
     ] = None,
+    users: Annotated[
+        bool,
+        typer.Option(
+            "--users/--no-users",
+            help="Read the softphone agents from the user store (--no-users: desk phones only).",
+        ),
+    ] = True,
+    database_url: Annotated[
+        str | None,
+        typer.Option(help="User store.", show_default="DATABASE_URL / the server settings"),
+    ] = None,
 ) -> None:
-    """Render extensions, manager, queues, pjsip, musiconhold and features .conf files."""
+    """Render extensions, manager, queues, pjsip, http, musiconhold and features .conf files."""
 
     def warn(message: str) -> None:
         typer.echo(f"warning: {message}", err=True)
 
+    settings = get_settings()
+    flows_dir = flows_dir or settings.flows_dir
+    site = site or settings.asterisk_config_dir / "site.yaml"
     try:
-        written = render_asterisk_config(out, flows_dir=flows_dir, site_file=site, warn=warn)
+        # Flows and site.yaml first: their mistakes are reported before the store is opened.
+        render_texts(settings=settings, flows_dir=flows_dir, site_file=site, warn=lambda _: None)
+        softphones: dict[str, str] = {}
+        if users:
+            softphones = _softphones_of(database_url or settings.database_url, settings)
+        written = render_asterisk_config(
+            out,
+            settings=settings,
+            flows_dir=flows_dir,
+            site_file=site,
+            warn=warn,
+            softphones=softphones,
+        )
     except (FlowLoadError, RenderError) as exc:
         for issue in exc.issues:
             typer.echo(str(issue), err=True)

@@ -156,6 +156,7 @@ class Guichet:
             self.outbox,
         )
         state.pbx, state.cti_state = self.pbx, self.cti.state if self.cti else None
+        state.sip_ws_url = s.sip_ws_url
         state.wallboard, state.coaching, state.registry = (
             self.wallboard,
             self.coaching,

@@ -31,6 +31,8 @@ class Settings(BaseSettings):
     ami_port: int = 5038
     ami_username: str = "guichet"
     ami_secret: str = "change-me"
+    # The agents' browser softphones register over this SIP WebSocket (wss://pbx:8089/ws)
+    sip_ws_url: str | None = None
     console_host: str = "127.0.0.1"
     console_port: int = 8000
     reload_interval: float = 1.0

@@ -3,14 +3,19 @@ own format, so the assertions are about what Asterisk would load, not about our 
 
 from __future__ import annotations
 
+import asyncio
 import re
 import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+from argon2 import PasswordHasher
 from typer.testing import CliRunner
 
+from console.routers.softphone import sip_password
+from crm_bridge.db import init_db, make_engine
+from crm_bridge.users import UserService
 from guichet.asterisk_render import (
     RenderError,
     app,
@@ -532,18 +537,136 @@ def test_failed_render_keeps_the_previous_config(
 def test_cli_renders(tmp_path: Path, flows_dir: Path, site_file: Path) -> None:
     out = tmp_path / "out"
     result = CliRunner().invoke(
-        app, ["render", "--out", str(out), "--flows-dir", str(flows_dir), "--site", str(site_file)]
+        app,
+        [
+            "render",
+            "--out",
+            str(out),
+            "--flows-dir",
+            str(flows_dir),
+            "--site",
+            str(site_file),
+            "--no-users",
+        ],
     )
     assert result.exit_code == 0, result.output
     assert sorted(p.name for p in out.iterdir()) == [
         "extensions.conf",
         "features.conf",
+        "http.conf",
         "manager.conf",
         "musiconhold.conf",
         "pjsip.conf",
         "queues.conf",
     ]
     assert result.stdout.split() == [str(out / n) for n in sorted(p.name for p in out.iterdir())]
+
+
+# --- browser softphones (WebRTC endpoints, http.conf) ----------------------------------------
+
+SOFTPHONE_SECRET = b"render-test-secret-" + b"s" * 32
+
+
+def test_a_softphone_agent_gets_a_webrtc_endpoint_with_the_derived_password(
+    tmp_path: Path, settings: Settings, flows_dir: Path, site_file: Path
+) -> None:
+    password = sip_password(SOFTPHONE_SECRET, "agent1")
+    warnings: list[str] = []
+    paths = render_asterisk_config(
+        tmp_path / "out",
+        settings=settings,
+        flows_dir=flows_dir,
+        site_file=site_file,
+        warn=warnings.append,
+        softphones={"agent1": password},
+    )
+    assert warnings == []
+    rendered = {p.name: parse_conf(p.read_text()) for p in paths}
+    pjsip = rendered["pjsip.conf"]
+    browser = {s.one("type"): s for s in pjsip.named("agent1")}
+    endpoint = browser["endpoint"]
+    assert endpoint.one("webrtc") == "yes"
+    assert endpoint.one("dtls_auto_generate_cert") == "yes"
+    assert endpoint.one("transport") == "transport-wss"
+    assert endpoint.one("allow").split(",")[0] == "opus"
+    assert endpoint.one("context") == "from-agents" and endpoint.one("dtmf_mode") == "rfc4733"
+    assert browser["auth"].one("username") == "agent1"
+    assert browser["auth"].one("password") == password != "s3cret-one"
+    transport = pjsip.section("transport-wss")
+    assert transport.one("type") == "transport" and transport.one("protocol") == "wss"
+    # A desk-phone agent is untouched.
+    desk = {s.one("type"): s for s in pjsip.named("agent2")}
+    assert desk["endpoint"].get("webrtc") == [] and desk["endpoint"].one("transport") == (
+        "transport-udp"
+    )
+    assert desk["auth"].one("password") == "s3cret-two"
+    http = rendered["http.conf"].section("general")
+    assert http.one("enabled") == "yes" and http.one("tlsenable") == "yes"
+    assert http.one("tlsbindaddr") == "0.0.0.0:8089"
+    assert http.one("bindaddr") == "127.0.0.1"
+
+
+def test_a_lab_websocket_without_tls(
+    tmp_path: Path, settings: Settings, flows_dir: Path, site_file: Path
+) -> None:
+    site_file.write_text(SITE + "webrtc:\n  protocol: ws\n  http_bind: 127.0.0.1\n")
+    texts = render_texts(settings=settings, flows_dir=flows_dir, site_file=site_file)
+    http = parse_conf(texts["http.conf"][0]).section("general")
+    assert http.get("tlsenable") == [] and http.one("bindport") == "8088"
+    assert parse_conf(texts["pjsip.conf"][0]).section("transport-ws").one("protocol") == "ws"
+
+
+def test_a_softphone_user_without_an_agent_in_site_yaml_is_warned(
+    settings: Settings, flows_dir: Path, site_file: Path
+) -> None:
+    warnings: list[str] = []
+    render_texts(
+        settings=settings,
+        flows_dir=flows_dir,
+        site_file=site_file,
+        warn=warnings.append,
+        softphones={"agent9": sip_password(SOFTPHONE_SECRET, "agent9")},
+    )
+    assert any("agent9" in w and "not an agent" in w for w in warnings), warnings
+
+
+async def _store_with_softphone_users(path: Path) -> str:
+    url = f"sqlite+aiosqlite:///{path}"
+    engine = make_engine(url)
+    try:
+        await init_db(engine)
+        users = UserService(engine, hasher=PasswordHasher(time_cost=1, memory_cost=1024))
+        await users.create_user(
+            "alice", "alice-password-1", interface="PJSIP/agent1", softphone=True
+        )
+        await users.create_user("bob", "bob-password-12", interface="PJSIP/agent2")
+        await users.create_user("carl", "carl-password-1", interface="PJSIP/agent3")
+        await users.update("carl", softphone=True, active=False)  # gone: no softphone
+    finally:
+        await engine.dispose()
+    return url
+
+
+def test_cli_reads_the_softphone_users_and_derives_the_console_password(
+    tmp_path: Path, flows_dir: Path, site_file: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("GUICHET_SECRET_KEY", SOFTPHONE_SECRET.decode())
+    url = asyncio.run(_store_with_softphone_users(tmp_path / "users.db"))
+    out = tmp_path / "out"
+    args = ["render", "--out", str(out), "--flows-dir", str(flows_dir), "--site", str(site_file)]
+    result = CliRunner().invoke(app, [*args, "--database-url", url])
+    assert result.exit_code == 0, result.output
+    pjsip = parse_conf((out / "pjsip.conf").read_text())
+    auth = {s.one("type"): s for s in pjsip.named("agent1")}["auth"]
+    assert auth.one("password") == sip_password(SOFTPHONE_SECRET, "agent1")
+    assert {s.one("type"): s for s in pjsip.named("agent1")}["endpoint"].one("webrtc") == "yes"
+    assert {s.one("type"): s for s in pjsip.named("agent2")}["endpoint"].get("webrtc") == []
+    assert "agent3" not in result.stderr  # carl's account is disabled: no softphone to render
+
+    missing = tmp_path / "nowhere.db"
+    result = CliRunner().invoke(app, [*args, "--database-url", f"sqlite+aiosqlite:///{missing}"])
+    assert result.exit_code == 1 and "no user store" in result.stderr
+    assert not missing.exists()
 
 
 @pytest.mark.parametrize(

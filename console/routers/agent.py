@@ -15,7 +15,7 @@ from fastapi.responses import HTMLResponse
 
 from console.deps import State
 from console.i18n import Translator, page_texts
-from console.routers import calls, cases, citizens, presence
+from console.routers import calls, cases, citizens, presence, softphone
 from console.routers.cases import DISPOSITIONS, Agent, CaseStatus
 from console.routers.presence import PAUSE_REASONS
 
@@ -25,7 +25,14 @@ TEXT_PREFIX = "agent."
 
 def agent_routers() -> list[APIRouter]:
     """The page and its API, for ``create_console_app(extra_routers=...)``."""
-    return [router, cases.router, citizens.router, calls.router, presence.router]
+    return [
+        router,
+        cases.router,
+        citizens.router,
+        calls.router,
+        presence.router,
+        softphone.router,
+    ]
 
 
 def _labels(

@@ -9,9 +9,9 @@ and reload Asterisk then). Only the signed-in agent gets their own credentials, 
 409.
 
 The SIP WebSocket (``wss://pbx.example.be:8089/ws`` in production: Asterisk's http.conf) is
-``GUICHET_SIP_WS_URL``, read here from the environment (``app.state.sip_ws_url`` wins, for a
-server that wires it from its settings). The console's strict CSP allows ``connect-src
-'self'`` only, so a softphone on another origin needs `SipWebSocketCsp` around the app.
+the setting ``GUICHET_SIP_WS_URL`` (``app.state.sip_ws_url``; the environment variable itself
+for an app built without settings). The console's CSP lets pages connect to that origin
+(``ConsoleConfig.connect_sources``).
 """
 
 from __future__ import annotations
@@ -25,7 +25,6 @@ from urllib.parse import urlsplit
 
 from fastapi import APIRouter, Request, Response, status
 from pydantic import BaseModel
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from console.deps import State
 from console.routers.cases import Agent, problem
@@ -104,47 +103,3 @@ async def softphone(
     answer = _credentials(user, ws_url, state.config.secret_key)
     response.headers["Cache-Control"] = "no-store"
     return answer
-
-
-class SipWebSocketCsp:
-    """Adds the SIP WebSocket's origin to ``connect-src`` of the console's CSP (set by
-    `console.security.SecurityHeadersMiddleware`; add this one after it, so it wraps it).
-    ``ws_url=None`` reads ``GUICHET_SIP_WS_URL`` once, at start."""
-
-    def __init__(self, app: ASGIApp, *, ws_url: str | None = None) -> None:
-        self.app = app
-        url = ws_url or os.environ.get(SIP_WS_URL_ENV) or ""
-        parts = urlsplit(url)
-        self.source = (
-            f"{parts.scheme}://{parts.netloc}"
-            if parts.scheme in ("ws", "wss") and parts.netloc
-            else None
-        )
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or self.source is None:
-            await self.app(scope, receive, send)
-            return
-        source = self.source.encode("latin-1")
-
-        async def widen(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                headers = [
-                    (name, _with_source(value, source))
-                    if name.lower() == b"content-security-policy"
-                    else (name, value)
-                    for name, value in message.get("headers", [])
-                ]
-                message = {**message, "headers": headers}
-            await send(message)
-
-        await self.app(scope, receive, widen)
-
-
-def _with_source(policy: bytes, source: bytes) -> bytes:
-    directives = [part.strip() for part in policy.split(b";")]
-    for index, directive in enumerate(directives):
-        if directive.startswith(b"connect-src ") or directive == b"connect-src":
-            directives[index] = directive + b" " + source
-            return b"; ".join(directives)
-    return b"; ".join([*directives, b"connect-src 'self' " + source])

@@ -19,6 +19,8 @@
  * "softphone:ended", detail = {caller}).
  *
  * Ring sound: WebAudio, the Belgian ring cadence (425 Hz, 1 s on, 3 s off); no audio file.
+ * Several tabs: only one registers (a Web Lock); the others say so and take over when it
+ * closes, because the agent's endpoint keeps one contact (the last registration wins).
  */
 (function () {
   "use strict";
@@ -26,6 +28,7 @@
   const RING_HZ = 425;
   const RING_ON = 1.0; // seconds
   const RING_PERIOD = 4000; // milliseconds
+  const LOCK = "guichet-softphone";
   const KEYS = ["1", "2", "3", "4", "5", "6", "7", "8", "9", "*", "0", "#"];
 
   let T = {};
@@ -36,6 +39,7 @@
     caller: "",
     muted: false,
     held: false,
+    reoffer: false, // a hold/resume re-INVITE is in flight: JsSIP ignores another one meanwhile
     audio: null, // AudioContext, made on first need (and resumed on a click)
     ringTimer: null,
   };
@@ -84,7 +88,7 @@
     $("softphone-answer").disabled = now !== "ringing";
     $("softphone-hangup").disabled = !phone.session;
     const hold = $("softphone-hold");
-    hold.disabled = !live;
+    hold.disabled = !live || phone.reoffer;
     hold.setAttribute("aria-pressed", phone.held ? "true" : "false");
     hold.textContent = t(phone.held ? "resume" : "hold");
     const mute = $("softphone-mute");
@@ -177,8 +181,9 @@
       tell("answered", { caller: phone.caller });
     });
     session.on("peerconnection", function (data) { attachAudio(data.peerconnection); });
-    session.on("hold", function () { phone.held = true; render(); });
-    session.on("unhold", function () { phone.held = false; render(); });
+    // Our own hold only: Asterisk holding us (remote) changes nothing on our buttons.
+    session.on("hold", function (data) { if (data.originator === "local") { phone.held = true; render(); } });
+    session.on("unhold", function (data) { if (data.originator === "local") { phone.held = false; render(); } });
     session.on("muted", function () { phone.muted = true; render(); });
     session.on("unmuted", function () { phone.muted = false; render(); });
     session.on("ended", function () { finished("ended"); });
@@ -203,6 +208,7 @@
     const caller = phone.caller;
     phone.session = null;
     phone.stage = "idle";
+    phone.reoffer = false;
     phone.muted = false;
     phone.held = false;
     $("softphone-audio").srcObject = null;
@@ -239,9 +245,12 @@
 
   function toggleHold() {
     const session = phone.session;
-    if (!live()) return;
-    if (phone.held) session.unhold();
-    else session.hold();
+    if (!live() || phone.reoffer) return;
+    const done = function () { phone.reoffer = false; render(); };
+    // JsSIP shows hold at once; `done` is the 200 OK to the re-INVITE (a refused one ends the
+    // call: JsSIP hangs up rather than leave the media half on hold).
+    phone.reoffer = phone.held ? session.unhold({}, done) : session.hold({}, done);
+    render();
   }
 
   function toggleMute() {
@@ -254,7 +263,12 @@
   function sendTone(tone) {
     const session = phone.session;
     if (!live()) return;
-    session.sendDTMF(tone, { transportType: "RFC2833", duration: 120 });
+    try {
+      // RFC 4733 events in the call's RTP (the endpoint's dtmf_mode), as a desk phone sends.
+      session.sendDTMF(tone, { transportType: "RFC2833", duration: 120 });
+    } catch (err) {
+      session.sendDTMF(tone, { transportType: "INFO", duration: 120 }); // no DTMF sender yet
+    }
     const shown = $("softphone-dialled");
     shown.textContent = (shown.textContent + tone).slice(-24);
   }
@@ -312,6 +326,20 @@
     ua.start();
   }
 
+  /** One tab registers per browser (the endpoint keeps one contact, the last one wins): the
+   * others wait on a Web Lock and take over when that tab closes. */
+  function inOneTab(run) {
+    const locks = navigator.locks;
+    if (!locks) { run(); return; }
+    const forever = function () { run(); return new Promise(function () {}); };
+    locks.request(LOCK, { ifAvailable: true }, function (lock) {
+      if (lock) return forever();
+      setRegistration("other_tab");
+      locks.request(LOCK, forever);
+      return undefined;
+    });
+  }
+
   async function start() {
     if (!root()) return;
     try { T = JSON.parse($("softphone-texts").textContent || "{}"); } catch (err) { T = {}; }
@@ -344,12 +372,14 @@
       setRegistration("failed", "(JsSIP)");
       return;
     }
-    setRegistration("connecting");
-    try {
-      register(await credentials());
-    } catch (err) {
-      setRegistration("failed", "(" + err.message + ")");
-    }
+    inOneTab(async function () {
+      setRegistration("connecting");
+      try {
+        register(await credentials());
+      } catch (err) {
+        setRegistration("failed", "(" + err.message + ")");
+      }
+    });
   }
 
   document.addEventListener("DOMContentLoaded", start);
