@@ -47,159 +47,62 @@ import array
 import asyncio
 import contextlib
 import cProfile
-import gc
 import json
-import logging
 import multiprocessing as mp
-import os
 import re
-import resource
-import shutil
 import statistics
 import sys
-import tempfile
 import time
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from multiprocessing.connection import Connection
 from multiprocessing.context import SpawnContext
-from multiprocessing.process import BaseProcess
 from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path[:0] = [str(ROOT)]
+sys.path[:0] = [str(ROOT), str(Path(__file__).resolve().parent)]
+
+from _harness import (  # noqa: E402
+    AMI_SECRET,
+    HOST,
+    MARKER,
+    PASSWORD,
+    _cell,
+    _core_times,
+    _cores,
+    _lag_probe,
+    _lags_between,
+    _marker,
+    _percentile,
+    _pin,
+    _recv,
+    _row,
+    _run_delay,
+    _value_at,
+    _verdict,
+    health,
+    run_processes,
+    run_rounds,
+    serve_guichet,
+    tokens,
+    wait_until,
+)
 
 from guichet.replay.agi_caller import BUNDLED_RECORDINGS  # noqa: E402
 from guichet.replay.ami_server import Block, Script  # noqa: E402
 
-HOST = "127.0.0.1"
 RECORDINGS = BUNDLED_RECORDINGS  # inbound-answered ships with Guichet (byte-exact copy)
 SCENARIO = "inbound-answered"
-AMI_SECRET = "bench-ami-secret"
-PASSWORD = "bench agent password"
 SECRET_KEY = "bench-screenpop-secret-key-0123456789abcdef"
 TARGET_P99_MS = 25.0
 TARGET_EVENTS = 30_000
-MARKER = "BenchMark"  # our own event name: brackets a phase in the server's AMI stream
-LAG_TICK = 0.01  # seconds between event-loop lag probes
 SESSION_EVENTS = (b"Event: FullyBooted\r\n", b"Event: SuccessfulAuth\r\n")  # per login
 LISTS = {
     "coreshowchannels": ("Channels will follow", "CoreShowChannelsComplete"),
     "queuestatus": ("Queue status will follow", "QueueStatusComplete"),
     "queuesummary": ("Queue summary will follow", "QueueSummaryComplete"),
 }
-
-
-# --- plumbing -------------------------------------------------------------------------------
-
-
-def _pin(core: int) -> None:
-    if hasattr(os, "sched_setaffinity"):
-        os.sched_setaffinity(0, {core})
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, min(hard, 65536)), hard))
-
-
-def _cores() -> list[int]:
-    return sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else [0]
-
-
-def _percentile(values: Sequence[float], share: float) -> float:
-    if not values:
-        return float("nan")
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(len(ordered) * share))]
-
-
-async def _recv(conn: Connection, timeout: float) -> Any:
-    """A message from the pipe without blocking the event loop."""
-    if not await asyncio.to_thread(conn.poll, timeout):
-        raise TimeoutError(f"nothing on the control pipe within {timeout:.0f} s")
-    return conn.recv()
-
-
-def _marker(phase: str) -> bytes:
-    return f"Event: {MARKER}\r\nPrivilege: system,all\r\nPhase: {phase}\r\n\r\n".encode()
-
-
-async def _lag_probe(lags: array.array[float], cpu: array.array[float] | None = None) -> None:
-    """Record how late the loop wakes up after each `LAG_TICK` sleep, in ms, with when (and
-    the process's CPU time then, into `cpu`)."""
-    loop = asyncio.get_running_loop()
-    while True:
-        before = loop.time()
-        await asyncio.sleep(LAG_TICK)
-        now = loop.time()
-        at = time.monotonic()
-        lags.append(at)
-        lags.append((now - before - LAG_TICK) * 1000)
-        if cpu is not None:
-            cpu.append(at)
-            cpu.append(time.process_time())
-
-
-def _value_at(trace: Sequence[float], t: float) -> float:
-    """The last value recorded at or before `t` in a (time, value) trace."""
-    found = float("nan")
-    for i in range(0, len(trace) - 1, 2):
-        if trace[i] > t:
-            break
-        found = trace[i + 1]
-    return found
-
-
-def _core_times(core: int) -> tuple[float, float]:
-    """(busy, stolen) CPU seconds of one core since boot, from /proc/stat; (nan, nan) if
-    unknown. Busy includes every process on the core, and time the hypervisor stole."""
-    try:
-        with open("/proc/stat", encoding="ascii") as stat:
-            for line in stat:
-                if line.startswith(f"cpu{core} "):
-                    ticks = [int(v) for v in line.split()[1:9]]
-                    hz = os.sysconf("SC_CLK_TCK")
-                    user, nice, system, _idle, _iowait, irq, softirq, steal = ticks
-                    return (user + nice + system + irq + softirq + steal) / hz, steal / hz
-    except (OSError, ValueError):
-        pass
-    return float("nan"), float("nan")
-
-
-def _run_delay() -> float:
-    """Seconds this process's live threads spent runnable but waiting for a CPU."""
-    total = 0
-    with contextlib.suppress(OSError):
-        for task in os.listdir("/proc/self/task"):
-            with (
-                contextlib.suppress(OSError, ValueError, IndexError),
-                open(f"/proc/self/task/{task}/schedstat", encoding="ascii") as stat,
-            ):
-                total += int(stat.read().split()[1])
-    return total / 1e9
-
-
-def _lags_between(lags: Sequence[float], start: float, end: float) -> list[float]:
-    return [lags[i + 1] for i in range(0, len(lags) - 1, 2) if start <= lags[i] <= end]
-
-
-def _watch_gc() -> array.array[float]:
-    """Record each full (generation 2) collection: when it ended, and how long it took."""
-    pauses: array.array[float] = array.array("d")
-    started = [0.0]
-
-    def callback(phase: str, info: dict[str, int]) -> None:
-        if info.get("generation") != 2:
-            return
-        now = time.monotonic()
-        if phase == "start":
-            started[0] = now
-        else:
-            pauses.append(now)
-            pauses.append((now - started[0]) * 1000)
-
-    gc.callbacks.append(callback)
-    return pauses
 
 
 # --- the calls ------------------------------------------------------------------------------
@@ -424,14 +327,7 @@ class Book:
     async def wait(self, calls: range, deadline: float, idle: float = 5.0) -> None:
         """Until every call has its pop and its end, nothing came for `idle` s (some were
         lost), or `deadline`."""
-        while not self.done(calls) and time.monotonic() < deadline:
-            self.changed.clear()
-            try:
-                await asyncio.wait_for(
-                    self.changed.wait(), max(0.01, min(idle, deadline - time.monotonic()))
-                )
-            except TimeoutError:
-                return
+        await wait_until(lambda: self.done(calls), self.changed, deadline, idle)
 
     def phase(self, calls: range, first_write: float, last_write: float) -> dict[str, Any]:
         latencies = [
@@ -472,20 +368,7 @@ class LoadSpec:
 
 
 async def _login(base_url: str, agents: int) -> list[str]:
-    import httpx
-
-    limit = asyncio.Semaphore(16)
-    async with httpx.AsyncClient(base_url=base_url, trust_env=False, timeout=60) as http:
-
-        async def one(n: int) -> str:
-            async with limit:
-                response = await http.post(
-                    "/api/auth/token", json={"username": f"agent{n}", "password": PASSWORD}
-                )
-            response.raise_for_status()
-            return str(response.json()["token"])
-
-        return list(await asyncio.gather(*(one(n) for n in range(1, agents + 1))))
+    return await tokens(base_url, [f"agent{n}" for n in range(1, agents + 1)])
 
 
 async def _agent(n: int, ws: Any, book: Book) -> None:
@@ -744,108 +627,56 @@ async def _seed(guichet: Any, spec: ServerSpec) -> None:
 
 
 async def _server(conn: Connection, spec: ServerSpec) -> None:
-    import uvicorn
+    async with serve_guichet(conn, Path(spec.tmp), spec.ami_port, SECRET_KEY) as served:
+        guichet = served.guichet
+        if spec.synchronous != "normal":  # an experiment: Guichet itself sets NORMAL
+            _sqlite_synchronous(guichet.store.engine, spec.synchronous)
+            await guichet.store.engine.dispose()  # pooled connections reopen with it
+        markers: dict[str, dict[str, float]] = {}
+        profiler = cProfile.Profile() if spec.profile else None
 
-    from guichet.logging_setup import setup_logging
-    from guichet.runtime import Guichet
-    from guichet.settings import Settings
+        def on_marker(message: Any) -> None:
+            assert guichet.ami is not None
+            phase = message.text("Phase")
+            busy, stolen = _core_times(spec.core)
+            markers[phase] = {
+                "t": time.monotonic(),
+                "seen": guichet.ami.events_seen,
+                "parsed": guichet.ami.events_parsed,
+                "cpu": time.process_time(),
+                "core_busy": busy,
+                "core_stolen": stolen,
+                "run_delay": _run_delay(),
+            }
+            if profiler is not None and phase == "capacity-start":
+                profiler.enable()
 
-    tmp = Path(spec.tmp)
-    log_path = tmp / "guichet.log"
-    log_file = open(log_path, "a", encoding="utf-8")  # noqa: SIM115, ASYNC230  (before any load)
-    setup_logging("WARNING", stream=log_file)
-    logging.getLogger("uvicorn.error").setLevel(logging.WARNING)
-    settings = Settings(
-        database_url=f"sqlite+aiosqlite:///{tmp / 'guichet.db'}",
-        case_spool=tmp / "cases.spool",
-        agi_port=0,
-        ami_host=HOST,
-        ami_port=spec.ami_port,
-        ami_secret=AMI_SECRET,
-        secret_key=SECRET_KEY,
-        reload_interval=0,
-    )
-    guichet = Guichet(settings)
-    await guichet.start()
-    assert guichet.ami is not None
-    if spec.synchronous != "normal":  # an experiment: Guichet itself sets NORMAL
-        _sqlite_synchronous(guichet.store.engine, spec.synchronous)
-        await guichet.store.engine.dispose()  # pooled connections reopen with it
-    markers: dict[str, dict[str, float]] = {}
-    lags: array.array[float] = array.array("d")
-    profiler = cProfile.Profile() if spec.profile else None
-    gc_pauses = _watch_gc()
+        def snapshot() -> dict[str, Any]:
+            cpu = time.process_time()
+            busy, stolen = _core_times(spec.core)
+            if profiler is not None and spec.profile:
+                profiler.disable()
+                profiler.dump_stats(spec.profile)
+            pop_sub = guichet.pop._sub  # private: how many bus events the pop lost
+            return {
+                "markers": markers,
+                "cpu": cpu,
+                "core_busy": busy,
+                "core_stolen": stolen,
+                "t": time.monotonic(),
+                "lags": served.lags.tolist(),
+                "gc": served.gc.tolist(),
+                "cpu_trace": served.cpu_trace.tolist(),
+                "pushed": guichet.pop.pushed,
+                "slow_cut": guichet.hub.slow_consumers_cut,
+                "bus_dropped": pop_sub.dropped if pop_sub is not None else 0,
+                "ami_connections": guichet.ami.connections,
+            }
 
-    def on_marker(message: Any) -> None:
-        assert guichet.ami is not None
-        phase = message.text("Phase")
-        busy, stolen = _core_times(spec.core)
-        markers[phase] = {
-            "t": time.monotonic(),
-            "seen": guichet.ami.events_seen,
-            "parsed": guichet.ami.events_parsed,
-            "cpu": time.process_time(),
-            "core_busy": busy,
-            "core_stolen": stolen,
-            "run_delay": _run_delay(),
-        }
-        if profiler is not None and phase == "capacity-start":
-            profiler.enable()
-
-    console = uvicorn.Server(
-        uvicorn.Config(guichet.app, host=HOST, port=0, log_level="warning", log_config=None)
-    )
-    serving = asyncio.create_task(console.serve())
-    cpu_trace: array.array[float] = array.array("d")
-    probe = asyncio.create_task(_lag_probe(lags, cpu_trace))
-    try:
         await _seed(guichet, spec)
         guichet.ami.subscribe(on_marker, [MARKER])
-        while not console.started:
-            if serving.done():
-                serving.result()
-            await asyncio.sleep(0.01)
-        port = console.servers[0].sockets[0].getsockname()[1]
-        conn.send(f"http://{HOST}:{port}")
-        while (command := await _recv(conn, 3600)) != "stop":
-            if command == "snapshot":
-                cpu = time.process_time()
-                busy, stolen = _core_times(spec.core)
-                if profiler is not None and spec.profile:
-                    profiler.disable()
-                    profiler.dump_stats(spec.profile)
-                pop_sub = guichet.pop._sub  # private: how many bus events the pop lost
-                conn.send(
-                    {
-                        "markers": markers,
-                        "cpu": cpu,
-                        "core_busy": busy,
-                        "core_stolen": stolen,
-                        "t": time.monotonic(),
-                        "lags": lags.tolist(),
-                        "gc": gc_pauses.tolist(),
-                        "cpu_trace": cpu_trace.tolist(),
-                        "pushed": guichet.pop.pushed,
-                        "slow_cut": guichet.hub.slow_consumers_cut,
-                        "bus_dropped": pop_sub.dropped if pop_sub is not None else 0,
-                        "ami_connections": guichet.ami.connections,
-                    }
-                )
-    finally:
-        probe.cancel()
-        guichet.hub.close_all()  # the websockets end (1001), so uvicorn can stop at once
-        console.should_exit = True
-        with contextlib.suppress(Exception):
-            await asyncio.wait_for(serving, 30)
-        await guichet.stop()
-        logging.getLogger().handlers.clear()
-        log_file.close()
-        lines = log_path.read_text(encoding="utf-8").splitlines()
-        warnings = [line for line in lines if " WARNING " in line]
-        errors = [line for line in lines if " ERROR " in line]
-        conn.send(
-            {"warnings": len(warnings), "errors": len(errors), "sample": (errors + warnings)[:5]}
-        )
+        conn.send(await served.url())
+        await served.commands(conn, snapshot)
 
 
 # --- one round, and the report ---------------------------------------------------------------
@@ -887,16 +718,6 @@ class Round:
         return routed, parsed, end["t"] - start["t"], end["cpu"] - start["cpu"]
 
 
-def _wait(conn: Connection, timeout: float, what: str, proc: BaseProcess) -> Any:
-    deadline = time.monotonic() + timeout
-    while not conn.poll(0.5):
-        if not proc.is_alive():
-            raise RuntimeError(f"{what}: the process died (exit code {proc.exitcode})")
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"{what}: nothing within {timeout:.0f} s")
-    return conn.recv()
-
-
 def run_round(ctx: SpawnContext, opts: Options, tmp: Path, cores: list[int]) -> Round:
     from crm_bridge.references import new_reference
 
@@ -907,14 +728,11 @@ def run_round(ctx: SpawnContext, opts: Options, tmp: Path, cores: list[int]) -> 
     load_spec = LoadSpec(
         opts.agents, opts.calls, opts.rate, opts.speed, opts.capacity_calls, references, grace
     )
-    load_pipe, its_load = ctx.Pipe()
-    server_pipe, its_server = ctx.Pipe()
-    load = ctx.Process(target=run_load, args=(its_load, load_spec, load_core), daemon=True)
-    server: BaseProcess | None = None
-    try:
-        load.start()
-        ami_port = _wait(load_pipe, 120, "load start", load)
-        server_spec = ServerSpec(
+    call_length = 18.0 / opts.speed if opts.speed > 0 else 0.0
+    budget = 300 + opts.calls / opts.rate + call_length + 2 * grace + opts.capacity_calls / 10
+
+    def server_spec(ami_port: int) -> ServerSpec:
+        return ServerSpec(
             str(tmp),
             ami_port,
             opts.agents,
@@ -924,43 +742,16 @@ def run_round(ctx: SpawnContext, opts: Options, tmp: Path, cores: list[int]) -> 
             server_core,
             opts.synchronous,
         )
-        server = ctx.Process(
-            target=run_server, args=(its_server, server_spec, server_core), daemon=True
+
+    return Round(
+        *run_processes(
+            ctx,
+            (run_load, load_spec, load_core),
+            (run_server, server_spec, server_core),
+            600 + total / 20,
+            budget,
         )
-        server.start()
-        base_url = _wait(server_pipe, 600 + total / 20, "server set-up", server)
-        load_pipe.send(base_url)
-        call_length = 18.0 / opts.speed if opts.speed > 0 else 0.0
-        budget = 300 + opts.calls / opts.rate + call_length + 2 * grace + opts.capacity_calls / 10
-        figures = _wait(load_pipe, budget, "load run", load)
-        server_pipe.send("snapshot")
-        stats = _wait(server_pipe, 120, "server snapshot", server)
-        server_pipe.send("stop")  # Guichet logs off the AMI and closes the websockets
-        end = _wait(server_pipe, 120, "server stop", server)
-        server.join(30)
-        load_pipe.send("finish")
-        load.join(60)
-        return Round(figures, stats, end)
-    finally:
-        for proc in (load, server):
-            if proc is not None and proc.is_alive():
-                proc.kill()
-                proc.join(10)
-
-
-def _cell(values: Sequence[float], fmt: str) -> str:
-    """The median, and the min-max spread when there are several rounds."""
-    clean = [v for v in values if v == v]
-    if not clean:
-        return "-"
-    med = statistics.median(clean)
-    if min(clean) == max(clean):
-        return format(med, fmt)
-    return f"{format(med, fmt)} ({format(min(clean), fmt)}-{format(max(clean), fmt)})"
-
-
-def _row(label: str, cell: str, note: str = "") -> None:
-    print(f"  {label:44}{cell:>30}  {note}".rstrip())
+    )
 
 
 def _slowest(phases: list[dict[str, Any]]) -> None:
@@ -972,10 +763,6 @@ def _slowest(phases: list[dict[str, Any]]) -> None:
             for ms, t, _ in p["slowest"]
         )
         print(f"    round {n} slowest: {worst}")
-
-
-def _verdict(ok: bool) -> str:
-    return "met" if ok else "NOT MET"
 
 
 def _rates(rounds: list[Round], name: str) -> dict[str, list[float]]:
@@ -1154,19 +941,7 @@ def report(rounds: list[Round], opts: Options) -> tuple[bool, bool | None, bool 
         "pops on a wrong agent / duplicates",
         f"{sum(r.load['wrong_agent'] for r in rounds)} / {sum(r.load['duplicates'] for r in rounds)}",
     )
-    _row(
-        "AMI sessions (1 = no reconnect) / events lost",
-        _cell([r.load["ami_sessions"] for r in rounds], ".0f")
-        + " / "
-        + _cell([r.load["ami_lost"] for r in rounds], ".0f"),
-    )
-    _row(
-        "server log warnings / errors",
-        f"{_cell([r.end['warnings'] for r in rounds], '.0f')} / "
-        f"{_cell([r.end['errors'] for r in rounds], '.0f')}",
-    )
-    for line in dict.fromkeys(line for r in rounds for line in r.end["sample"]):
-        print(f"    e.g. {line[:160]}")
+    health([r.load for r in rounds], [r.end for r in rounds])
     return p99_ok, read_ok, pipeline_ok
 
 
@@ -1216,28 +991,26 @@ def main(argv: list[str] | None = None) -> int:
         print("warning: one CPU core only; server and load share it", file=sys.stderr)
     ctx = mp.get_context("spawn")
     started = time.monotonic()
-    rounds: list[Round] = []
-    for n in range(opts.repeat):
-        tmp = Path(tempfile.mkdtemp(prefix="guichet-screenpop-bench-", dir=opts.tmp_dir))
-        try:
-            rounds.append(run_round(ctx, opts, tmp, cores))
-            if opts.dump:
-                with open(f"{opts.dump}.{n + 1}.json", "w", encoding="utf-8") as out:
-                    last = rounds[-1]
-                    json.dump(
-                        {
-                            **last.load["calls"],
-                            "server_lags": last.server["lags"],
-                            "gc": last.server["gc"],
-                        },
-                        out,
-                    )
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
-        print(
-            f"round {n + 1}/{opts.repeat} done ({time.monotonic() - started:.0f} s)",
-            file=sys.stderr,
-        )
+
+    def dump(n: int, last: Round) -> None:
+        if opts.dump:
+            with open(f"{opts.dump}.{n + 1}.json", "w", encoding="utf-8") as out:
+                json.dump(
+                    {
+                        **last.load["calls"],
+                        "server_lags": last.server["lags"],
+                        "gc": last.server["gc"],
+                    },
+                    out,
+                )
+
+    rounds = run_rounds(
+        opts.repeat,
+        "guichet-screenpop-bench-",
+        opts.tmp_dir,
+        lambda tmp: run_round(ctx, opts, tmp, cores),
+        dump,
+    )
     p99_ok, read_ok, pipeline_ok = report(rounds, opts)
     print(f"\nTARGETS (medians; {time.monotonic() - started:.0f} s in all)")
     print(f"  pop p99 <= {TARGET_P99_MS:g} ms at {opts.rate:g} calls/s: {_verdict(p99_ok)}")
