@@ -73,6 +73,9 @@ class Wallboard:
         self.deflection: list[dict[str, Any]] = []
         self.callbacks_pending = 0
         self._people: dict[str, UserView] = {}  # agent id -> console user
+        self._dirty: set[Row] = set()  # rows changed since the last flush
+        self._shown_states: dict[str, tuple[str, str | None] | None] = {}  # agent -> published
+        self._flush_handle: asyncio.Handle | None = None
         self._sub: Subscription | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self.pushed = 0
@@ -96,6 +99,9 @@ class Wallboard:
         ]
 
     async def stop(self) -> None:
+        if self._flush_handle is not None:
+            self._flush_handle.cancel()
+            self._flush_handle = None
         if self._sub is not None:
             self._sub.close()
         for task in self._tasks:
@@ -136,14 +142,42 @@ class Wallboard:
         self.push(self.model.apply(event))
 
     def push(self, rows: set[Row]) -> None:
+        """Publish the rows' new figures. An agent's change of state goes out at once (every
+        transition is shown, ringing included). Counters are sent once per pass of the event
+        loop with their latest values: one AMI event often moves the same row several times
+        (an answer changes the queue's counts, then its stats), and each frame costs every
+        supervisor's socket."""
         for kind, key in sorted(rows):
-            data = self.model.row(kind, key)
-            if data is None:
-                continue
-            if kind == "agent":
-                data = self._decorate(data)
-            self.hub.publish_role(SUPERVISORS, f"wallboard.{kind}", data)
-            self.pushed += 1
+            if kind == "agent" and self._transition(key):
+                self._dirty.discard((kind, key))
+                self._publish(kind, key)
+            else:
+                self._dirty.add((kind, key))
+        if self._dirty and self._flush_handle is None:
+            self._flush_handle = asyncio.get_running_loop().call_soon(self._flush)
+
+    def _transition(self, agent: str) -> bool:
+        figures = self.model.agents.get(agent)
+        state = (figures.state, figures.call_id) if figures else None
+        if self._shown_states.get(agent) == state:
+            return False
+        self._shown_states[agent] = state
+        return True
+
+    def _flush(self) -> None:
+        self._flush_handle = None
+        rows, self._dirty = self._dirty, set()
+        for kind, key in sorted(rows):
+            self._publish(kind, key)
+
+    def _publish(self, kind: str, key: str) -> None:
+        data = self.model.row(kind, key)
+        if data is None:
+            return
+        if kind == "agent":
+            data = self._decorate(data)
+        self.hub.publish_role(SUPERVISORS, f"wallboard.{kind}", data)
+        self.pushed += 1
 
     def _decorate(self, row: dict[str, Any]) -> dict[str, Any]:
         user = self._people.get(row["agent"])
