@@ -22,6 +22,7 @@ from crm_bridge.cli import (
 )
 from guichet.asterisk_render import app as asterisk_app
 from guichet.demo.cli import demo_app
+from guichet.probe.cli import probe_app
 from ivr.cli import app as flow_app
 
 app = typer.Typer(
@@ -37,6 +38,7 @@ app.add_typer(users_app, name="users", help="Console users (agents, supervisors,
 app.add_typer(
     asterisk_app, name="asterisk", help="Asterisk configuration rendered from Guichet's data."
 )
+app.add_typer(probe_app, name="probe", help="Mystery caller: call the line and measure it.")
 
 
 @app.command()

@@ -35,6 +35,8 @@ from cti.bus import EventBus, LocalBus, RedisBus
 from cti.call_records import CallRecorder
 from cti.pbx import Pbx
 from guichet.demo.pbx import DemoPbx, demo_ivr_time, start_demo_pbx
+from guichet.probe.display import latest_results
+from guichet.probe.schedule import ProbeSchedule
 from guichet.settings import Settings
 from ivr.fastagi import FastAgiServer
 from ivr.registry import FlowRegistry
@@ -66,6 +68,7 @@ class Guichet:
     wallboard: Wallboard = field(init=False)
     coaching: Coaching = field(init=False)
     recorder: CallRecorder = field(init=False)
+    probes: ProbeSchedule = field(init=False)
     app: FastAPI = field(init=False)
 
     async def start(self) -> None:
@@ -157,6 +160,10 @@ class Guichet:
         )
         state.pbx, state.cti_state = self.pbx, self.cti.state if self.cti else None
         state.sip_ws_url = s.sip_ws_url
+        translator = state.console.translator
+        state.probe_results = lambda lang: latest_results(engine, translator, lang)
+        self.probes = ProbeSchedule(engine)  # GUICHET_PROBE_SCRIPTS: none, no test calls
+        self.probes.start()
         state.wallboard, state.coaching, state.registry = (
             self.wallboard,
             self.coaching,
@@ -195,6 +202,7 @@ class Guichet:
             await self.demo_pbx.stop()
         if self.cti is not None:
             await self.cti.stop()
+        await self.probes.stop()
         await self.coaching.stop()
         await self.wallboard.stop()
         await self.pop.stop()

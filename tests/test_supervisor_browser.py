@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import replace
+from datetime import UTC, datetime
 from pathlib import Path
 
 from ami_peer import AmiPeer, Expect, Item, Script, recording
@@ -39,6 +40,8 @@ from test_coaching import SENT, answer_playdtmf
 
 from console.coaching import SPY_ENDED, SPY_MODE_CHANGED
 from crm_bridge.audit import CALL_SPIED
+from crm_bridge.db import session_factory
+from crm_bridge.probe_models import ProbeRun
 from guichet.replay.ami_server import Block
 from guichet.runtime import Guichet
 
@@ -105,6 +108,22 @@ async def test_the_supervisor_watches_a_call_whispers_and_answers_a_raised_hand(
         await create_people(guichet.users)
         await guichet.users.update("sophie", interface="PJSIP/sup1")  # the recorded phone
         await guichet.wallboard.refresh()
+        async with session_factory(guichet.store.engine)() as session:  # a mystery call
+            session.add(
+                ProbeRun(
+                    script="line-nl",
+                    target="022791111",
+                    caller="0470999999",
+                    started_at=datetime(2026, 11, 23, 9, 3, tzinfo=UTC),  # 10:03 in Brussels
+                    outcome="passed",
+                    answered_s=0.4,
+                    ivr_s=38.0,
+                    agent_s=130.0,
+                    greeting_ok=True,
+                    greeting_score=0.97,
+                )
+            )
+            await session.commit()
         assert guichet.ami is not None
         await asyncio.wait_for(guichet.ami.wait_ready(), 15)
         assert guichet.cti is not None
@@ -112,6 +131,9 @@ async def test_the_supervisor_watches_a_call_whispers_and_answers_a_raised_hand(
         peer.gate.set()
         async with serve_app(guichet.app) as base_url, chromium_page(errors) as page:
             await sign_in(page, base_url, "sophie")
+            await expect(page.locator("#probes")).to_contain_text(
+                "Last check 10:03: answered 0.4 s, menus 38 s, agent after 2 min 10 s."
+            )
             row = page.locator('#agents tr[data-agent="agent1"]')
             await expect(row).to_have_attribute("data-state", "ringing")
             await expect(row.locator(".state")).to_have_text("Ringing")

@@ -89,6 +89,17 @@ async def waiting(request: Request, _user: Supervisor) -> list[dict[str, Any]]:
     return waiting_calls(_cti(request))
 
 
+@router.get("/api/wallboard/probes", summary="The mystery caller's latest test calls")
+async def probes(request: Request, user: Supervisor) -> dict[str, Any]:
+    """The newest result of every probe script, with its sentence in the user's language
+    ("Last check 10:03: answered 0.4 s, menus 38 s, agent after 2 min 10 s")."""
+    provider = getattr(request.app.state, "probe_results", None)
+    if provider is None:
+        return {"probes": [], "last_check": None}
+    result: dict[str, Any] = await provider(user.ui_language)
+    return result
+
+
 @router.get("/supervisor", response_class=HTMLResponse, include_in_schema=False)
 async def supervisor_page(request: Request, user: Supervisor, state: State) -> HTMLResponse:
     translator = state.translator

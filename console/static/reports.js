@@ -140,9 +140,28 @@
     }
   }
 
+  /** The mystery caller's newest test calls (the same sentences as on the wallboard). */
+  async function loadProbes() {
+    const response = await fetch("/api/wallboard/probes", {
+      credentials: "same-origin", headers: { Accept: "application/json" },
+    });
+    if (!response.ok) return;
+    const data = await response.json();
+    const list = $("probes");
+    while (list.firstChild) list.removeChild(list.firstChild);
+    data.probes.forEach(function (probe) {
+      const item = document.createElement("li");
+      item.dataset.outcome = probe.outcome;
+      item.textContent = probe.script + " — " + (probe.text || probe.outcome);
+      list.append(item);
+    });
+    list.parentElement.hidden = data.probes.length === 0;
+  }
+
   $("reports-form").addEventListener("submit", function (event) {
     event.preventDefault();
     load();
   });
   load();
+  loadProbes();
 })();

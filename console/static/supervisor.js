@@ -372,6 +372,21 @@
     }
   }
 
+  /** The mystery caller's newest test calls, each one translated sentence. */
+  async function loadProbes() {
+    const data = await act(function () { return P.api("GET", "/api/wallboard/probes"); });
+    if (!data) return;
+    const list = $("probes");
+    clear(list);
+    data.probes.forEach(function (probe) {
+      list.append(el("li", { dataset: { script: probe.script, outcome: probe.outcome } }, [
+        el("strong", { text: probe.script + " — " + (probe.outcome_label || probe.outcome) + ": " }),
+        el("span", { text: probe.text || "" }),
+      ]));
+    });
+    $("probes-none").hidden = data.probes.length > 0;
+  }
+
   function tick() {
     document.querySelectorAll(".ticking").forEach(function (node) {
       const since = parseFloat(node.dataset.since);
@@ -579,6 +594,8 @@
       push.on("resync", function () { load(); });
     }
     setInterval(tick, 1000);
+    loadProbes();
+    setInterval(loadProbes, 60000);
     load().then(function () { root.dataset.ready = "true"; });
   }
 
