@@ -6,7 +6,7 @@ import asyncio
 import json
 from datetime import datetime
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
@@ -19,6 +19,9 @@ from ivr.graph import to_mermaid
 from ivr.loader import LoadedFlow
 from ivr.prompts import Prompt
 from ivr.simulator import InteractiveLeg, ScriptedLeg
+
+if TYPE_CHECKING:  # pyVoIP is imported by `serve-sip` only
+    from ivr.sip_phone import SipAccount
 
 app = typer.Typer(no_args_is_help=True, help="Check, simulate and draw IVR flows.")
 out = Console(soft_wrap=True)
@@ -154,3 +157,127 @@ def _result_json(loaded: LoadedFlow, result: CallResult) -> dict[str, object]:
         "prompts": result.prompts,
         "citizen_id": result.citizen.id if result.citizen else None,
     }
+
+
+@app.command("serve-sip")
+def serve_sip(
+    registrar: Annotated[
+        str, typer.Option(help="SIP registrar (and proxy) HOST:PORT the IVR registers to.")
+    ],
+    user: Annotated[str, typer.Option(help="SIP user the IVR registers as.")] = "ivr",
+    password: Annotated[
+        str, typer.Option(envvar="GUICHET_SIP_PASSWORD", help="SIP password (or env).")
+    ] = "",
+    flow: Annotated[str, typer.Option(help="Flow answering every call.")] = "commune",
+    local_host: Annotated[
+        str, typer.Option(help="Address of this host as the registrar and callers reach it.")
+    ] = "127.0.0.1",
+    local_port: Annotated[int, typer.Option(help="Local SIP UDP port (0: any free port).")] = 0,
+    rtp_ports: Annotated[str, typer.Option(help="RTP port range LOW-HIGH.")] = "20000-29999",
+    transfer_uri: Annotated[
+        str | None,
+        typer.Option(
+            help="Hand queued/transferred calls to a PBX by SIP REFER: `sip:{target}@pbx:5060` "
+            "({target} = queue or extension). Unset: play the hand-off prompt and hang up."
+        ),
+    ] = None,
+    hand_off_prompt: Annotated[
+        str, typer.Option(help="Catalogue prompt played when no PBX takes the call.")
+    ] = "goodbye",
+    max_calls: Annotated[int, typer.Option(help="Simultaneous calls; more get 486 Busy.")] = 30,
+) -> None:
+    """Answer calls over SIP/RTP (pyVoIP) and run a flow: a line fully served by Guichet."""
+    from ivr.sip_phone import SipAccount
+
+    host, _, port = registrar.rpartition(":")
+    low, _, high = rtp_ports.partition("-")
+    if not host or not port.isdigit() or not low.isdigit() or not high.isdigit():
+        err.print("--registrar is HOST:PORT and --rtp-ports LOW-HIGH")
+        raise typer.Exit(2)
+    if transfer_uri is not None and "{target}" not in transfer_uri:
+        err.print("--transfer-uri needs {target}: sip:{target}@pbx.example:5060", markup=False)
+        raise typer.Exit(2)
+    account = SipAccount(
+        registrar=host,
+        port=int(port),
+        user=user,
+        password=password,
+        local_host=local_host,
+        local_port=local_port,
+        rtp_ports=(int(low), int(high)),
+    )
+    from guichet.logging_setup import setup_logging
+
+    settings = get_settings()
+    setup_logging(settings.log_level)
+    asyncio.run(
+        _serve_sip(
+            account,
+            flow=flow,
+            transfer_uri=transfer_uri,
+            hand_off_prompt=hand_off_prompt,
+            max_calls=max_calls,
+        )
+    )
+
+
+async def _serve_sip(
+    account: SipAccount,
+    *,
+    flow: str,
+    transfer_uri: str | None,
+    hand_off_prompt: str,
+    max_calls: int,
+) -> None:
+    """The same collaborators `guichet serve` gives FastAGI: buffered CRM, case outbox,
+    hot-reloaded flows. Stops cleanly on SIGINT/SIGTERM."""
+    import signal
+
+    from crm_bridge.buffered import BufferedCrm
+    from crm_bridge.cases import CaseService
+    from crm_bridge.outbox import CaseOutbox
+    from crm_bridge.store import SqlCrm
+    from ivr.registry import FlowRegistry
+    from ivr.sip_phone import SipError
+    from ivr.sip_server import SipIvrServer
+
+    s = get_settings()
+    store = await SqlCrm.connect(s.database_url)
+    crm = BufferedCrm(store)
+    await crm.start()
+    outbox = CaseOutbox(CaseService(store.engine).open_case_for_call, s.case_spool)
+    await outbox.start()
+    registry = FlowRegistry(s.flows_dir, interval=s.reload_interval, sounds_dir=s.sounds_dir)
+    await registry.start()
+    server = SipIvrServer(
+        registry,
+        crm,
+        account=account,
+        sounds_dir=s.sounds_dir,
+        flow=flow,
+        cases=outbox,
+        transfer_uri=transfer_uri,
+        hand_off_prompt=hand_off_prompt or None,
+        max_calls=max_calls,
+    )
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        if registry.get(flow) is None:
+            err.print(f"no flow {flow!r} could be loaded from {s.flows_dir}")
+            raise typer.Exit(1)
+        try:
+            await server.start()
+        except SipError as exc:
+            err.print(str(exc), markup=False)
+            raise typer.Exit(1) from exc
+        out.print(f"SIP IVR registered as {server.phone.aor}, flow {flow}; Ctrl-C stops")
+        await stop.wait()
+        await server.stop()
+    finally:
+        await registry.stop()
+        await outbox.stop()
+        await crm.stop()
+        await store.close()
