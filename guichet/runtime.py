@@ -40,6 +40,8 @@ from guichet.probe.schedule import ProbeSchedule
 from guichet.settings import Settings
 from ivr.fastagi import FastAgiServer
 from ivr.registry import FlowRegistry
+from ivr.sip_phone import SipAccount
+from ivr.sip_server import SipIvrServer
 
 log = logging.getLogger("guichet")
 
@@ -69,6 +71,7 @@ class Guichet:
     coaching: Coaching = field(init=False)
     recorder: CallRecorder = field(init=False)
     probes: ProbeSchedule = field(init=False)
+    sip: SipIvrServer | None = None
     app: FastAPI = field(init=False)
 
     async def start(self) -> None:
@@ -112,7 +115,7 @@ class Guichet:
             hub=self.hub,
             engine=engine,
             users=self.users,
-            ivr_calls=self._ivr_calls,
+            ivr_calls=self.ivr_calls,
         )
         await self.wallboard.start()
         self.coaching = Coaching(
@@ -178,6 +181,28 @@ class Guichet:
             clock=self.clock,
         )
         await self.agi.start()
+        if s.sip_registrar:
+            password = s.sip_password.get_secret_value() if s.sip_password else ""
+            self.sip = SipIvrServer(
+                self.registry,
+                self.crm,
+                account=SipAccount.parse(
+                    s.sip_registrar,
+                    s.sip_rtp_ports,
+                    user=s.sip_user,
+                    password=password,
+                    local_host=s.sip_local_host,
+                    local_port=s.sip_local_port,
+                ),
+                sounds_dir=s.sounds_dir,
+                flow=s.sip_flow,
+                cases=self.outbox,
+                clock=self.clock,
+                transfer_uri=s.sip_transfer_uri,
+                max_calls=s.sip_max_calls,
+            )
+            await self.sip.start()
+            log.info("SIP IVR registered as %s at %s", s.sip_user, s.sip_registrar)
         if self.demo_pbx is not None:
             self.demo_pbx.start_calls(s.agi_host, self.agi.port)
         log.info(
@@ -187,15 +212,18 @@ class Guichet:
             ", ".join(self.registry.names()) or "none",
         )
 
-    def _ivr_calls(self) -> int:
+    def ivr_calls(self) -> int:
         agi = getattr(self, "agi", None)
-        return agi.active_calls if agi is not None else 0
+        sip = self.sip.active_calls if self.sip is not None else 0
+        return (agi.active_calls if agi is not None else 0) + sip
 
     async def stop(self) -> None:
         """Reverse order: stop taking calls, then let queued writes reach the store."""
         if self.demo_pbx is not None:
             await self.demo_pbx.stop_calls()
         await self.agi.stop()
+        if self.sip is not None:
+            await self.sip.stop()
         if self.ami is not None:
             await self.ami.close()
         if self.demo_pbx is not None:

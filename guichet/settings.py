@@ -33,6 +33,16 @@ class Settings(BaseSettings):
     ami_secret: str = "change-me"
     # The agents' browser softphones register over this SIP WebSocket (wss://pbx:8089/ws)
     sip_ws_url: str | None = None
+    # The IVR answering SIP calls itself (pyVoIP), registered at HOST:PORT; unset: AGI only.
+    sip_registrar: str | None = None
+    sip_user: str = "ivr"
+    sip_password: SecretStr | None = None
+    sip_local_host: str = "127.0.0.1"  # in Contact and SDP: an address callers reach
+    sip_local_port: int = 0
+    sip_rtp_ports: str = "20000-29999"
+    sip_flow: str = "commune"
+    sip_transfer_uri: str | None = None  # sip:{target}@pbx:5060 (unset: no PBX, end the call)
+    sip_max_calls: int = 30
     console_host: str = "127.0.0.1"
     console_port: int = 8000
     reload_interval: float = 1.0

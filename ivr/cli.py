@@ -189,23 +189,21 @@ def serve_sip(
     """Answer calls over SIP/RTP (pyVoIP) and run a flow: a line fully served by Guichet."""
     from ivr.sip_phone import SipAccount
 
-    host, _, port = registrar.rpartition(":")
-    low, _, high = rtp_ports.partition("-")
-    if not host or not port.isdigit() or not low.isdigit() or not high.isdigit():
-        err.print("--registrar is HOST:PORT and --rtp-ports LOW-HIGH")
-        raise typer.Exit(2)
     if transfer_uri is not None and "{target}" not in transfer_uri:
         err.print("--transfer-uri needs {target}: sip:{target}@pbx.example:5060", markup=False)
         raise typer.Exit(2)
-    account = SipAccount(
-        registrar=host,
-        port=int(port),
-        user=user,
-        password=password,
-        local_host=local_host,
-        local_port=local_port,
-        rtp_ports=(int(low), int(high)),
-    )
+    try:
+        account = SipAccount.parse(
+            registrar,
+            rtp_ports,
+            user=user,
+            password=password,
+            local_host=local_host,
+            local_port=local_port,
+        )
+    except ValueError:
+        err.print("--registrar is HOST:PORT and --rtp-ports LOW-HIGH")
+        raise typer.Exit(2) from None
     from guichet.logging_setup import setup_logging
 
     settings = get_settings()

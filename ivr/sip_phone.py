@@ -114,6 +114,15 @@ class SipAccount:
     local_port: int = 0  # 0: a free UDP port
     rtp_ports: tuple[int, int] = (20000, 29999)
 
+    @classmethod
+    def parse(cls, registrar: str, rtp_ports: str = "20000-29999", **fields: Any) -> SipAccount:
+        """From the operator's strings: ``registrar`` HOST:PORT, ``rtp_ports`` LOW-HIGH."""
+        host, _, port = registrar.rpartition(":")
+        low, _, high = rtp_ports.partition("-")
+        if not host or not port.isdigit() or not low.isdigit() or not high.isdigit():
+            raise ValueError("the registrar is HOST:PORT and the RTP ports LOW-HIGH")
+        return cls(registrar=host, port=int(port), rtp_ports=(int(low), int(high)), **fields)
+
 
 @dataclass
 class _Dialog:

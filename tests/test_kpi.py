@@ -320,8 +320,10 @@ async def test_the_wallboard_charts_are_rebuilt_from_the_day_on_both_databases(
     """Waiting at each edge and the service level so far, from today's stored calls."""
     day = datetime(2026, 11, 23, 8, 0, tzinfo=UTC)
 
+    def at(minute: int) -> datetime:
+        return day + timedelta(minutes=minute)
+
     def call(n: int, queued: int, answered: int | None, ended: int, outcome: str) -> Any:
-        at = lambda minute: day + timedelta(minutes=minute)  # noqa: E731
         return QueueCallRecord(
             call_id=f"series-{n}",
             queue="population-fr",

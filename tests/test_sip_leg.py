@@ -534,3 +534,47 @@ async def test_guichet_flow_serve_sip_answers_and_stops_cleanly(
         await store.close()
     assert journey is not None and journey.leg == "sip" and journey.flow == "commune"
     assert journey.steps[0].node == "welcome"  # today's opening hours decide the rest
+
+
+async def test_guichet_answers_sip_calls_when_a_registrar_is_set(
+    kamailio: Kamailio, short_sounds: Path, tmp_path: Path
+) -> None:
+    """The whole server (`guichet serve`'s `Guichet`) with GUICHET_SIP_REGISTRAR: it registers
+    as `ivr`, a call runs the sample flow, the case is made by the server's own outbox and the
+    wallboard counts the call while it is in the menu."""
+    from console_fixtures import guichet_settings
+
+    from guichet.runtime import Guichet
+
+    settings = guichet_settings(
+        tmp_path,
+        None,
+        sounds_dir=short_sounds,
+        sip_registrar=kamailio.domain,
+        sip_local_port=_free_udp_port(),
+    )
+    guichet = Guichet(settings, clock=lambda: OPEN)
+    await guichet.start()
+    try:
+        citizen = await add_citizen(guichet.store)
+        assert guichet.sip is not None
+        seen: list[int] = []
+        watch = asyncio.create_task(_watch(lambda: seen.append(guichet.ivr_calls())))
+        events = await call_ivr(
+            kamailio, [*TO_POPULATION_NL, ["dtmf", f"{NN_1985}#"], ["wait_end", 30]]
+        )
+        watch.cancel()
+        assert "CONFIRMED" in _states(events)
+        assert max(seen) == 1  # in the menu: counted with the FastAGI calls
+        assert await guichet.sip.wait_idle(10)
+        await guichet.outbox.flush()
+        (case,) = await guichet.cases.open_cases_of_citizen(citizen.id)
+        assert (case.language, case.category, case.queue) == ("nl", "population", "population-nl")
+    finally:
+        await guichet.stop()
+
+
+async def _watch(probe: Callable[[], None]) -> None:
+    while True:
+        probe()
+        await asyncio.sleep(0.05)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 from argon2 import PasswordHasher
 from sqlalchemy import text
@@ -96,7 +98,7 @@ async def test_set_password(case_engine: AsyncEngine) -> None:
     ],
 )
 async def test_bad_users_are_refused_clearly(
-    case_engine: AsyncEngine, kwargs: dict[str, str], message: str
+    case_engine: AsyncEngine, kwargs: dict[str, Any], message: str
 ) -> None:
     users = UserService(case_engine, hasher=FAST_HASHER)
     with pytest.raises(UserError, match=message):
