@@ -25,7 +25,7 @@ from ivr.agi_protocol import (
     excerpt,
     quote,
 )
-from ivr.leg import DTMF_DIGITS, CallerHungUp, Collected
+from ivr.leg import DTMF_DIGITS, CallerHungUp, Collected, gather_keys
 from ivr.prompts import Prompt
 
 if TYPE_CHECKING:
@@ -152,22 +152,14 @@ class AgiLeg:
     async def _wait_for_digits(
         self, first: str, max_digits: int, ms: int, terminator: str | None
     ) -> Collected:
-        digits = ""
-        key = first
-        while True:
-            if key:
-                if key == terminator:
-                    return Collected(digits, terminated=True)
-                digits += key
-                if len(digits) >= max_digits:
-                    return Collected(digits)
+        async def next_key() -> str | None:
             response = await self._media(f"WAIT FOR DIGIT {ms}")
             code = response.result_int()
             if code is None:
                 raise AgiProtocolError(f"WAIT FOR DIGIT answered {excerpt(response.raw)}")
-            if code == 0:
-                return Collected(digits, timed_out=True)
-            key = _key(code, response)
+            return None if code == 0 else _key(code, response)
+
+        return await gather_keys(first, next_key, max_digits=max_digits, terminator=terminator)
 
     async def _media(self, line: str, *, plays_file: bool = False) -> AgiResponse:
         """A command that needs a live channel: refused locally once the caller is gone."""

@@ -6,7 +6,7 @@ so the simulator runs the production engine.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
@@ -30,6 +30,30 @@ class Collected:
     digits: str
     terminated: bool = False  # the terminator key ended the entry (`#` alone: digits == "")
     timed_out: bool = False  # nothing more was typed within the timeout
+
+
+async def gather_keys(
+    first: str,
+    next_key: Callable[[], Awaitable[str | None]],
+    *,
+    max_digits: int,
+    terminator: str | None,
+) -> Collected:
+    """Keys into an entry, the same way on every leg: ``first`` (a key that cut the prompts,
+    or ""), then each ``next_key()`` (None: the timeout passed) until the terminator, the
+    maximum or a timeout ends it."""
+    digits, key = "", first
+    while True:
+        if key:
+            if key == terminator:
+                return Collected(digits, terminated=True)
+            digits += key
+            if len(digits) >= max_digits:
+                return Collected(digits)
+        got = await next_key()
+        if got is None:
+            return Collected(digits, timed_out=True)
+        key = got
 
 
 class CallLeg(Protocol):

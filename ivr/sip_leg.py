@@ -25,7 +25,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from ivr.leg import DTMF_DIGITS, CallerHungUp, Collected
+from ivr.leg import DTMF_DIGITS, CallerHungUp, Collected, gather_keys
 from ivr.prompts import Prompt
 from ivr.sip_audio import PromptAudio
 from ivr.sip_phone import SipCall, SipCallEnded
@@ -105,19 +105,13 @@ class SipLeg:
     ) -> Collected:
         if max_digits < 1:
             raise ValueError("max_digits must be at least 1")
-        key = await self.play(prompts, interruptible=True) or ""
-        digits = ""
-        while True:
-            if key:
-                if key == terminator:
-                    return Collected(digits, terminated=True)
-                digits += key
-                if len(digits) >= max_digits:
-                    return Collected(digits)
-            got = await self._next_key(timeout)
-            if got is None:
-                return Collected(digits, timed_out=True)
-            key = got
+        first = await self.play(prompts, interruptible=True) or ""
+        return await gather_keys(
+            first,
+            lambda: self._next_key(timeout),
+            max_digits=max_digits,
+            terminator=terminator,
+        )
 
     async def set_variable(self, name: str, value: str) -> None:
         self.variables[name] = value

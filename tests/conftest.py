@@ -20,8 +20,10 @@ os.environ["DATABASE_URL"] = f"sqlite+aiosqlite:///{_TMP}/default.db"
 os.environ.pop("GUICHET_DATABASE_URL", None)
 os.environ["GUICHET_DEMO"] = "0"  # a test that wants the demo PBX starts it itself
 
+from crm_bridge.cases import CaseService  # noqa: E402
 from crm_bridge.db import session_factory  # noqa: E402
 from crm_bridge.models import Citizen  # noqa: E402
+from crm_bridge.outbox import CaseOutbox  # noqa: E402
 from crm_bridge.ports import CitizenSummary  # noqa: E402
 from crm_bridge.store import SqlCrm  # noqa: E402
 from ivr.loader import LoadedFlow, load_flow  # noqa: E402
@@ -58,6 +60,18 @@ async def add_citizen(crm: SqlCrm, national_number: str = NN_1985, **fields: str
     found = await crm.find_citizen_by_national_number(national_number)
     assert found is not None
     return found
+
+
+@pytest.fixture
+async def outbox(crm: SqlCrm, tmp_path: Path) -> AsyncIterator[tuple[CaseOutbox, CaseService]]:
+    """The IVR's case outbox over `crm`'s database, spooling in ``tmp_path``."""
+    service = CaseService(crm.engine)
+    box = CaseOutbox(service.open_case_for_call, tmp_path / "cases.spool")
+    await box.start()
+    try:
+        yield box, service
+    finally:
+        await box.stop()
 
 
 @pytest.fixture

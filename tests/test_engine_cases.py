@@ -3,10 +3,6 @@ and the case carries what the IVR learned."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from pathlib import Path
-
-import pytest
 from conftest import NN_1985, OPEN
 
 from crm_bridge.cases import CaseService
@@ -16,17 +12,6 @@ from crm_bridge.store import SqlCrm
 from ivr.engine import run_call
 from ivr.loader import LoadedFlow
 from ivr.simulator import ScriptedLeg
-
-
-@pytest.fixture
-async def outbox(crm: SqlCrm, tmp_path: Path) -> AsyncIterator[tuple[CaseOutbox, CaseService]]:
-    service = CaseService(crm.engine)
-    box = CaseOutbox(service.open_case_for_call, tmp_path / "cases.spool")
-    await box.start()
-    try:
-        yield box, service
-    finally:
-        await box.stop()
 
 
 async def test_queued_call_gets_a_case_with_what_the_ivr_learned(

@@ -45,8 +45,9 @@ from guichet.probe.display import latest_results, run_view
 from guichet.probe.greeting import compare, from_pcm16, load_prompt
 from guichet.probe.schedule import ProbeSchedule
 from guichet.probe.script import ProbeScript, ScriptError, load_script
-from guichet.probe.sip import SipAccount, clean_sip
+from guichet.probe.sip import SipAccount
 from guichet.probe.store import ProbeStore
+from ivr.sip_wire import normalise_message
 
 ANSWER_DELAY = 1.0
 CALLER = "0470123456"
@@ -577,7 +578,7 @@ def test_empty_headers_no_longer_make_pyvoip_drop_the_message() -> None:
     )
     with pytest.raises(IndexError):
         SIP.SIPMessage(invite)
-    parsed = SIP.SIPMessage(clean_sip(invite))
+    parsed = SIP.SIPMessage(normalise_message(invite))
     assert parsed.method == "INVITE"
     assert parsed.headers["Call-ID"] == "1@127.0.0.1"
     assert parsed.headers["Via"][0]["branch"] == "z9hG4bK1"

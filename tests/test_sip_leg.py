@@ -85,17 +85,6 @@ Ivr = Callable[..., Awaitable[SipIvrServer]]
 
 
 @pytest.fixture
-async def outbox(crm: SqlCrm, tmp_path: Path) -> AsyncIterator[tuple[CaseOutbox, CaseService]]:
-    service = CaseService(crm.engine)
-    box = CaseOutbox(service.open_case_for_call, tmp_path / "cases.spool")
-    await box.start()
-    try:
-        yield box, service
-    finally:
-        await box.stop()
-
-
-@pytest.fixture
 async def ivr(
     kamailio: Kamailio, crm: SqlCrm, outbox: tuple[CaseOutbox, CaseService], short_sounds: Path
 ) -> AsyncIterator[Ivr]:

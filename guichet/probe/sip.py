@@ -10,7 +10,8 @@ pyVoIP 1.6.8 faults met by a caller, and what this module does about each:
 - Its header parser splits each line on ``": "``: an empty header (``Supported:``), a header
   without the space, a compact form (``i:`` for Call-ID) or another capitalisation
   (``Call-Id``) raises inside the parser and the whole message (an INVITE, a 200 OK) is
-  silently dropped. The SIP socket cleans every datagram first (`clean_sip`).
+  silently dropped. The SIP socket cleans every datagram first
+  (`ivr.sip_wire.normalise_message`, shared with the IVR's SIP leg).
 - Its INVITE carries ``From: sip:user@<local IP>`` and no ``rport``; its ACK for a 2xx goes to
   the To URI with a fresh To tag and no Route (a record-routing proxy such as Kamailio drops
   it, and the callee hangs up after 32 s); its BYE has no Route either and reuses the INVITE's
@@ -49,6 +50,8 @@ from pyVoIP.util import acquired_lock_and_unblocked_socket
 from pyVoIP.VoIP import CallState, VoIPCall, VoIPPhone
 from pyVoIP.VoIP.status import PhoneStatus
 
+from ivr.sip_wire import header_values, normalise_message, uri_of
+
 RATE = 8000
 FRAME = 160  # samples per 20 ms packet
 SILENCE_U8 = 0x80
@@ -58,61 +61,18 @@ DTMF_END_PACKETS = 3  # the end packet, sent three times (RFC 4733 2.5.1.4)
 DTMF_EVENTS = "0123456789*#ABCD"
 _UNBIAS = bytes(b ^ 0x80 for b in range(256))  # unsigned 8-bit -> signed high byte
 
-_COMPACT = {
-    b"i": b"Call-ID",
-    b"m": b"Contact",
-    b"f": b"From",
-    b"t": b"To",
-    b"v": b"Via",
-    b"l": b"Content-Length",
-    b"c": b"Content-Type",
-    b"k": b"Supported",
-    b"s": b"Subject",
-}
-_CANONICAL = {
-    name.lower(): name
-    for name in (
-        b"Call-ID",
-        b"Contact",
-        b"From",
-        b"To",
-        b"Via",
-        b"Content-Length",
-        b"Content-Type",
-        b"CSeq",
-        b"Record-Route",
-        b"Route",
-        b"Supported",
-        b"Allow",
-        b"WWW-Authenticate",
-        b"Proxy-Authenticate",
-    )
-}
 
-
-def clean_sip(raw: bytes) -> bytes:
-    """Rewrite a SIP datagram into the shape pyVoIP's parser survives (see module doc)."""
-    head, sep, body = raw.partition(b"\r\n\r\n")
-    if not sep:
-        return raw
-    lines = head.split(b"\r\n")
-    out = [lines[0]]
-    for line in lines[1:]:
-        name, colon, value = line.partition(b":")
-        value = value.strip()
-        if not colon or not value:
-            continue  # an empty header: pyVoIP's split(": ") would raise and drop the message
-        key = name.strip()
-        key = _COMPACT.get(key.lower(), _CANONICAL.get(key.lower(), key))
-        out.append(key + b": " + value)
-    return b"\r\n".join(out) + b"\r\n\r\n" + body
+def _values(raw: bytes, name: str) -> list[str]:
+    """Every value of header ``name`` in a raw message (normalised first)."""
+    head = normalise_message(raw).partition(b"\r\n\r\n")[0].decode("utf-8", "replace")
+    return header_values(head, name)
 
 
 class _CleanSocket(socket.socket):
-    """pyVoIP's SIP socket: every datagram read goes through `clean_sip`."""
+    """pyVoIP's SIP socket: every datagram read goes through `normalise_message`."""
 
     def recv(self, bufsize: int, flags: int = 0, /) -> bytes:
-        return clean_sip(super().recv(bufsize, flags))
+        return normalise_message(super().recv(bufsize, flags))
 
 
 def local_ip_towards(host: str, port: int) -> str:
@@ -126,21 +86,6 @@ def _free_udp_port(ip: str) -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
         probe.bind((ip, 0))
         return int(probe.getsockname()[1])
-
-
-def _header_values(raw: bytes, name: str) -> list[str]:
-    head = raw.partition(b"\r\n\r\n")[0].decode("utf-8", "replace")
-    prefix = name.lower() + ":"
-    values: list[str] = []
-    for line in head.split("\r\n")[1:]:
-        if line.lower().startswith(prefix):
-            values.extend(v.strip() for v in line[len(prefix) :].split(",") if v.strip())
-    return values
-
-
-def _uri_of(header_value: str) -> str:
-    match = re.search(r"<([^>]*)>", header_value)
-    return match.group(1) if match else header_value.split(";")[0].strip()
 
 
 @dataclass
@@ -495,14 +440,14 @@ class _SipClient(SIP.SIPClient):
         dialog = self.dialogs.get(call_id)
         if dialog is None:
             return str(super().gen_ack(request))
-        to_header = _header_values(request.raw, "To")
+        to_header = _values(request.raw, "To")
         to_value = ",".join(to_header) if to_header else dialog.to_header
         cseq = request.headers["CSeq"]["check"]
         if int(request.status) < 300:
             dialog.to_header = to_value
-            contact = _header_values(request.raw, "Contact")
-            dialog.remote_target = _uri_of(contact[0]) if contact else dialog.request_uri
-            dialog.route = tuple(reversed(_header_values(request.raw, "Record-Route")))
+            contact = _values(request.raw, "Contact")
+            dialog.remote_target = uri_of(contact[0]) if contact else dialog.request_uri
+            dialog.route = tuple(reversed(_values(request.raw, "Record-Route")))
             via, target = self._via(), dialog.remote_target
             routes = "".join(f"Route: {r}\r\n" for r in dialog.route)
         else:  # a non-2xx ACK is hop-by-hop, on the INVITE's own transaction (branch)
@@ -541,7 +486,7 @@ class _SipClient(SIP.SIPClient):
     def gen_ok(self, request: SIP.SIPMessage) -> str:
         """pyVoIP puts a new random To tag in its 200 OK to a BYE; echo the dialog's."""
         text = str(super().gen_ok(request))
-        to = _header_values(request.raw, "To")
+        to = _values(request.raw, "To")
         if to:
             text = re.sub(r"(?m)^To: .*\r\n", lambda _m: f"To: {','.join(to)}\r\n", text, count=1)
         return text
@@ -565,7 +510,7 @@ class _SipClient(SIP.SIPClient):
     def _retry_with_auth(self, challenge: SIP.SIPMessage, call_id: str) -> bool:
         """Digest for INVITE (pyVoIP's hashes a REGISTER-style URI and ignores 407)."""
         header = "WWW-Authenticate" if int(challenge.status) == 401 else "Proxy-Authenticate"
-        values = _header_values(challenge.raw, header)
+        values = _values(challenge.raw, header)
         text = self.invites.get(call_id, "")
         if not values or not self.password or "Authorization:" in text:
             return False
@@ -792,4 +737,4 @@ class SipCaller:
         await asyncio.to_thread(self._phone.stop)
 
 
-__all__ = ["OutboundCall", "Recorder", "SipAccount", "SipCaller", "clean_sip", "local_ip_towards"]
+__all__ = ["OutboundCall", "Recorder", "SipAccount", "SipCaller", "local_ip_towards"]
