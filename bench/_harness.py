@@ -384,3 +384,18 @@ def health(loads: Sequence[dict[str, Any]], ends: Sequence[dict[str, Any]]) -> N
     )
     for line in dict.fromkeys(line for x in ends for line in x["sample"]):
         print(f"    e.g. {line[:160]}")
+
+
+async def close_load(
+    probe: asyncio.Task[None] | None,
+    readers: Sequence[asyncio.Task[Any]],
+    sockets: Sequence[Any],
+    replay: Any,
+) -> None:
+    """End a load process's run: its lag probe, its socket readers, the sockets, the AMI."""
+    if probe is not None:
+        probe.cancel()
+    for task in readers:
+        task.cancel()
+    await asyncio.gather(*(ws.close() for ws in sockets), return_exceptions=True)
+    await replay.close()

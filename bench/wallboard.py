@@ -76,6 +76,7 @@ from _harness import (  # noqa: E402
     _run_delay,
     _value_at,
     _verdict,
+    close_load,
     health,
     run_processes,
     run_rounds,
@@ -481,12 +482,7 @@ async def _load(conn: Connection, spec: LoadSpec) -> None:
         )
         await _recv(conn, 120)  # "finish": the server has taken its snapshot
     finally:
-        if probe is not None:
-            probe.cancel()
-        for task in readers:
-            task.cancel()
-        await asyncio.gather(*(ws.close() for ws in sockets), return_exceptions=True)
-        await replay.close()
+        await close_load(probe, readers, sockets, replay)
 
 
 # --- the server process ----------------------------------------------------------------------
