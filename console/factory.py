@@ -15,7 +15,6 @@ from urllib.parse import urlencode
 
 from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.exception_handlers import http_exception_handler
-from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
@@ -93,9 +92,7 @@ def create_console_app(
         templates=templates,
     )
     app.add_middleware(OriginCheckMiddleware, trusted_origins=config.trusted_origins)
-    app.add_middleware(
-        SecurityHeadersMiddleware, csp_exempt=(DOCS_PATH,), connect_src=config.connect_sources
-    )
+    app.add_middleware(SecurityHeadersMiddleware, connect_src=config.connect_sources)
     app.mount("/static", StaticFiles(directory=str(STATIC_DIR)), name="static")
 
     app.include_router(auth.router)
@@ -131,8 +128,9 @@ def create_console_app(
         return JSONResponse(app.openapi())
 
     @app.get(DOCS_PATH, include_in_schema=False, dependencies=[Depends(require_role("agent"))])
-    async def docs() -> HTMLResponse:
-        return get_swagger_ui_html(openapi_url=OPENAPI_PATH, title="Guichet console API")
+    async def docs(request: Request) -> HTMLResponse:
+        # Swagger UI from our static files (npm, no CDN), started by a static script.
+        return templates.TemplateResponse(request, "api_docs.html", {"openapi_url": OPENAPI_PATH})
 
     @app.exception_handler(StarletteHTTPException)
     async def to_login(request: Request, exc: StarletteHTTPException) -> Response:

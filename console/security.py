@@ -423,14 +423,11 @@ CONTENT_SECURITY_POLICY = (
 
 class SecurityHeadersMiddleware:
     """Headers every console response carries: no framing, no MIME sniffing, no referrer to
-    other sites, a strict CSP (not on ``csp_exempt`` paths such as the Swagger UI), and
+    other sites, a strict CSP on every page (the API docs included), and
     ``no-store`` on the API, whose answers hold personal data."""
 
-    def __init__(
-        self, app: ASGIApp, *, csp_exempt: Iterable[str] = (), connect_src: Iterable[str] = ()
-    ) -> None:
+    def __init__(self, app: ASGIApp, *, connect_src: Iterable[str] = ()) -> None:
         self.app = app
-        self.csp_exempt = frozenset(csp_exempt)
         # Extra origins the pages may connect to (the SIP WebSocket of the softphone).
         extra = " ".join(connect_src)
         self.policy = (
@@ -457,8 +454,7 @@ class SecurityHeadersMiddleware:
                 add(b"x-content-type-options", "nosniff")
                 add(b"x-frame-options", "DENY")
                 add(b"referrer-policy", "same-origin")
-                if path not in self.csp_exempt:
-                    add(b"content-security-policy", self.policy)
+                add(b"content-security-policy", self.policy)
                 if path.startswith("/api/"):
                     add(b"cache-control", "no-store")
                 message = {**message, "headers": headers}

@@ -25,3 +25,7 @@ cp "$FRONTEND/node_modules/uplot/LICENSE" "$VENDOR/uPlot.LICENSE"
   --banner:js="/* JsSIP $(node -p 'require(process.argv[1]).version' "$FRONTEND/node_modules/jssip/package.json") (MIT) https://jssip.net, see jssip.LICENSE.md */" \
   --outfile="$VENDOR/jssip.min.js"
 cp "$FRONTEND/node_modules/jssip/LICENSE.md" "$VENDOR/jssip.LICENSE.md"
+# The API docs (/api/docs): Swagger UI from npm too, not from a CDN.
+cp "$FRONTEND/node_modules/swagger-ui-dist/swagger-ui-bundle.js" "$VENDOR/swagger-ui-bundle.js"
+cp "$FRONTEND/node_modules/swagger-ui-dist/swagger-ui.css" "$VENDOR/swagger-ui.css"
+cp "$FRONTEND/node_modules/swagger-ui-dist/LICENSE" "$VENDOR/swagger-ui.LICENSE"
