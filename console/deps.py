@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
@@ -21,6 +21,7 @@ from fastapi.templating import Jinja2Templates
 from starlette.requests import HTTPConnection
 
 from console.i18n import Translator
+from console.login_throttle import LoginThrottle
 from console.push import PushHub
 from console.security import (
     DEFAULT_SESSION_TTL,
@@ -93,6 +94,7 @@ class ConsoleState:
     hub: PushHub
     translator: Translator
     templates: Jinja2Templates
+    throttle: LoginThrottle = field(default_factory=LoginThrottle)
 
 
 def console_state(conn: HTTPConnection) -> ConsoleState:

@@ -67,6 +67,7 @@ class RunningConsole:
     users: UserService
     engine: AsyncEngine
     people: dict[str, UserView]
+    app: Any = None
 
     @property
     def origin(self) -> str:
@@ -191,6 +192,7 @@ async def running_console(
                 users=users,
                 engine=engine,
                 people=people,
+                app=app,
             )
     finally:
         await engine.dispose()

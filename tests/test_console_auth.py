@@ -11,9 +11,17 @@ from pathlib import Path
 import httpx
 import pytest
 from console_fixtures import *  # noqa: F403  (the console fixture)
-from console_fixtures import SECRET, RunningConsole, cookie_of, running_console, serve_app
+from console_fixtures import (
+    PASSWORDS,
+    SECRET,
+    RunningConsole,
+    cookie_of,
+    running_console,
+    serve_app,
+)
 
 from console.app import create_app
+from console.login_throttle import LoginThrottle
 from console.security import (
     SESSION_OPENED,
     SESSION_REVOKED,
@@ -363,3 +371,39 @@ def test_the_secret_is_created_once_with_mode_0600(
     assert load_secret("c" * 40, path) == b"c" * 40  # the settings field wins
     with pytest.raises(ValueError, match="at least 32"):
         load_secret("short", path)
+
+
+async def test_password_guessing_is_slowed_down_per_account_and_per_address(
+    console: RunningConsole,
+) -> None:
+    """Five failures lock the account for the window (even the right password is refused,
+    and the password is not even checked); other accounts are not affected until the address
+    itself reaches its limit; after the window the account opens again."""
+    now = [1000.0]
+    console.app.state.console.throttle = LoginThrottle(
+        account_limit=5, address_limit=8, window=60.0, clock=lambda: now[0]
+    )
+    async with httpx.AsyncClient(base_url=console.base_url) as http:
+
+        async def token(username: str, password: str) -> httpx.Response:
+            return await http.post(
+                "/api/auth/token", json={"username": username, "password": password}
+            )
+
+        for _ in range(5):
+            assert (await token("alice", "guess")).status_code == 401
+        locked = await token("alice", PASSWORDS["alice"])
+        assert locked.status_code == 429 and int(locked.headers["Retry-After"]) == 60
+        form = await http.post(
+            "/login",
+            data={"username": "ALICE", "password": PASSWORDS["alice"]},
+            headers={"Origin": console.base_url},
+        )
+        assert form.status_code == 429 and "Retry-After" in form.headers
+        assert (await token("bob", PASSWORDS["bob"])).status_code == 200  # not Bob
+        for _ in range(3):  # 5 + 3 failures from this address: the address limit
+            assert (await token("bob", "guess")).status_code == 401
+        assert (await token("sophie", PASSWORDS["sophie"])).status_code == 429
+        now[0] += 61
+        opened = await token("alice", PASSWORDS["alice"])
+        assert opened.status_code == 200

@@ -9,6 +9,7 @@ devices: the session version moves on) and closes their websockets with 4401.
 from __future__ import annotations
 
 import logging
+import math
 from datetime import UTC, datetime
 from typing import Annotated
 from urllib.parse import parse_qs, urlencode
@@ -124,11 +125,27 @@ async def login_submit(request: Request, state: State) -> Response:
             username=username,
             status_code=status.HTTP_400_BAD_REQUEST,
         )
+    address = request.client.host if request.client else None
+    wait = state.throttle.retry_after(username, address)
+    if wait > 0:
+        log.warning("console login for %r refused: too many failures", username)
+        page = _login_page(
+            request,
+            state,
+            lang=lang,
+            next_path=next_path,
+            error="login.throttled",
+            username=username,
+            status_code=status.HTTP_429_TOO_MANY_REQUESTS,
+        )
+        page.headers["Retry-After"] = str(math.ceil(wait))
+        return page
     session = None
     if len(password) <= MAX_PASSWORD_LENGTH:
         session = await state.sessions.login(username, password, via="form")
     if session is None:
         log.info("failed console login for %r", username)
+        state.throttle.failed(username, address)
         return _login_page(
             request,
             state,
@@ -138,6 +155,7 @@ async def login_submit(request: Request, state: State) -> Response:
             username=username,
             status_code=status.HTTP_401_UNAUTHORIZED,
         )
+    state.throttle.succeeded(username)
     response = RedirectResponse(next_path, status_code=status.HTTP_303_SEE_OTHER)
     set_session_cookie(response, session, secure=state.config.cookie_secure)
     return response
@@ -181,17 +199,31 @@ class TokenResponse(BaseModel):
     "/api/auth/token",
     response_model=TokenResponse,
     summary="A bearer token for non-browser clients",
-    responses={401: {"description": "Wrong username or password"}},
+    responses={
+        401: {"description": "Wrong username or password"},
+        429: {"description": "Too many failed sign-ins for this account or address"},
+    },
 )
-async def issue_token(body: TokenRequest, state: State) -> TokenResponse:
+async def issue_token(body: TokenRequest, request: Request, state: State) -> TokenResponse:
+    address = request.client.host if request.client else None
+    wait = state.throttle.retry_after(body.username, address)
+    if wait > 0:
+        log.warning("API login for %r refused: too many failures", body.username)
+        raise HTTPException(
+            status.HTTP_429_TOO_MANY_REQUESTS,
+            "too many failed sign-ins: try again later",
+            headers={"Retry-After": str(math.ceil(wait))},
+        )
     session = await state.sessions.login(body.username, body.password, via="token")
     if session is None:
         log.info("failed API login for %r", body.username)
+        state.throttle.failed(body.username, address)
         raise HTTPException(
             status.HTTP_401_UNAUTHORIZED,
             "wrong username or password",
             headers={"WWW-Authenticate": "Bearer"},
         )
+    state.throttle.succeeded(body.username)
     return TokenResponse(
         token=session.token,
         expires_at=datetime.fromtimestamp(session.claims.expires_at, UTC),
