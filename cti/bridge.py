@@ -18,6 +18,7 @@ from typing import Any
 from cti.ami import AmiClient, AmiError, AmiMessage, ConnectionState
 from cti.bus import EventBus
 from cti.events import Event
+from cti.leader import AlwaysLeader, Leader
 from cti.snapshot import Snapshot
 from cti.state import EVENTS, VARSET_FILTER, CtiState
 
@@ -34,9 +35,13 @@ class CtiBridge:
         *,
         state: CtiState | None = None,
         clock: Clock = time.time,
+        leader: Leader | None = None,
     ) -> None:
         self.client = client
         self.bus = bus
+        # With several nodes on one Redis bus only the lease holder publishes (cti/leader.py);
+        # every node still keeps its own state up to date.
+        self.leader: Leader = leader or AlwaysLeader()
         self.state = state or CtiState()
         self.clock = clock
         self._outbox: asyncio.Queue[Event] = asyncio.Queue()
@@ -152,7 +157,8 @@ class CtiBridge:
         while True:
             event = await self._outbox.get()
             try:
-                await self.bus.publish(event)
+                if self.leader.is_leader:
+                    await self.bus.publish(event)
             except Exception:
                 log.exception("CTI event not published: %r", event)
             finally:

@@ -33,6 +33,7 @@ from cti.ami import AmiClient, AmiConfig
 from cti.bridge import CtiBridge
 from cti.bus import EventBus, LocalBus, RedisBus
 from cti.call_records import CallRecorder
+from cti.leader import RedisLease
 from cti.pbx import Pbx
 from guichet.demo.pbx import DemoPbx, demo_ivr_time, start_demo_pbx
 from guichet.probe.display import latest_results
@@ -65,6 +66,7 @@ class Guichet:
     demo_pbx: DemoPbx | None = None
     ami: AmiClient | None = None
     cti: CtiBridge | None = None
+    lease: RedisLease | None = None
     pbx: Pbx | None = None
     pop: ScreenPop = field(init=False)
     wallboard: Wallboard = field(init=False)
@@ -138,7 +140,10 @@ class Guichet:
                     host=ami_host, port=ami_port, username=s.ami_username, secret=s.ami_secret
                 )
             )
-            self.cti = CtiBridge(self.ami, self.bus)
+            if s.redis_url:  # several nodes: one publishes the CTI events
+                self.lease = RedisLease(s.redis_url)
+                await self.lease.start()
+            self.cti = CtiBridge(self.ami, self.bus, leader=self.lease)
             self.pbx = Pbx(self.ami)
             self.coaching.pbx, self.coaching.cti = self.pbx, self.cti.state
             await self.cti.start()
@@ -230,6 +235,8 @@ class Guichet:
             await self.demo_pbx.stop()
         if self.cti is not None:
             await self.cti.stop()
+        if self.lease is not None:
+            await self.lease.stop()
         await self.probes.stop()
         await self.coaching.stop()
         await self.wallboard.stop()
