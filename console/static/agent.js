@@ -31,7 +31,9 @@
 
   // --- small helpers -----------------------------------------------------------------------
 
-  function $(id) { return document.getElementById(id); }
+  // $, el and clear come from page.js (loaded before this file): one DOM builder for every page.
+  const P = window.GuichetPage;
+  const $ = P.$, el = P.el, clear = P.clear;
 
   function t(key, params) {
     let text = Object.prototype.hasOwnProperty.call(T, key) ? T[key] : key;
@@ -48,27 +50,6 @@
     const key = prefix + code;
     return Object.prototype.hasOwnProperty.call(T, key) ? T[key] : String(code);
   }
-
-  /** An element with attributes/properties and children (strings become text nodes). */
-  function el(tag, props, children) {
-    const node = document.createElement(tag);
-    Object.keys(props || {}).forEach(function (name) {
-      const value = props[name];
-      if (value === null || value === undefined || value === false) return;
-      if (name === "text") node.textContent = value;
-      else if (name === "dataset") Object.assign(node.dataset, value);
-      else if (name.startsWith("on")) node.addEventListener(name.slice(2), value);
-      else if (name in node && typeof value !== "string") node[name] = value;
-      else node.setAttribute(name, value === true ? "" : String(value));
-    });
-    (children || []).forEach(function (child) {
-      if (child === null || child === undefined) return;
-      node.append(child instanceof Node ? child : document.createTextNode(String(child)));
-    });
-    return node;
-  }
-
-  function clear(node) { while (node.firstChild) node.removeChild(node.firstChild); }
 
   function fact(list, term, value) {
     if (value === null || value === undefined || value === "") return;
@@ -888,8 +869,7 @@
   let timeFormat = null;
   const hand = { raised: false, onCall: false, busy: false };
   const shown = {}; // message id -> true: a replayed push is not shown twice
-
-  function $(id) { return document.getElementById(id); }
+  const $ = window.GuichetPage.$;
 
   function t(key, params) {
     let text = Object.prototype.hasOwnProperty.call(T, key) ? T[key] : key;
