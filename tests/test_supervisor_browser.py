@@ -10,8 +10,9 @@ form and, clicking as a supervisor would:
   own phone reaches the AMI peer, Asterisk's recorded ChanSpyStart makes the session live;
 * switches to whisper then barge (`PlayDTMF` 5 / 6 with `Receive: true` on the spy leg), then
   stops (the recorded `Hangup` of the spy leg, ChanSpyStop);
-* sees Alice's raised hand at once and answers it with "Join (whisper)": the `Originate`
-  with `ChanSpy(…,qbEw…)` reaches the peer and the hand goes down.
+* sees the hand Alice raises at her own desk (a second browser context) at once, sends her a
+  private message that appears on her desk, and answers the hand with "Join (whisper)": the
+  `Originate` with `ChanSpy(…,qbEw…)` reaches the peer and the hand goes down on both screens.
 
 Every step is in the audit trail. The recording's Originates said `qbES` / `qbEw` and the
 recorder's caller id; the script expects them as Guichet words them (`…d`: the mode can
@@ -32,13 +33,12 @@ from console_fixtures import (
     create_people,
     guichet_settings,
     serve_app,
-    signed_in,
 )
 from test_agent_api import GATE
 from test_agent_console_browser import arrived, chromium_page
 from test_coaching import SENT, answer_playdtmf
 
-from console.coaching import SPY_ENDED, SPY_MODE_CHANGED
+from console.coaching import MESSAGE_SENT, SPY_ENDED, SPY_MODE_CHANGED
 from crm_bridge.audit import CALL_SPIED
 from crm_bridge.db import session_factory
 from crm_bridge.probe_models import ProbeRun
@@ -105,7 +105,7 @@ async def test_the_supervisor_watches_a_call_whispers_and_answers_a_raised_hand(
     await guichet.start()
     try:
         guichet.users.hasher = FAST_HASHER
-        await create_people(guichet.users)
+        alice_id = (await create_people(guichet.users))["alice"].id
         await guichet.users.update("sophie", interface="PJSIP/sup1")  # the recorded phone
         await guichet.wallboard.refresh()
         async with session_factory(guichet.store.engine)() as session:  # a mystery call
@@ -165,13 +165,30 @@ async def test_the_supervisor_watches_a_call_whispers_and_answers_a_raised_hand(
             await arrived(peer, "hangup", lambda a: a.get("Channel") == "PJSIP/sup1-00000000")
             await expect(page.locator("#spy-none")).to_be_visible()
 
-            # Alice raises her hand on the call: it shows at once; the supervisor joins.
-            async with signed_in(base_url, "alice") as alice:
-                answer = await alice.post("/api/me/hand", json={"raised": True})
-                assert answer.status_code in (200, 201), answer.text
+            # Alice, on the call at her own desk (another browser context), raises her hand:
+            # it shows at once on the wallboard; the supervisor writes to her, then joins.
+            assert page.context.browser is not None
+            desk_context = await page.context.browser.new_context(locale="fr-BE")
+            desk = await desk_context.new_page()
+            desk.on("pageerror", lambda error: errors.append(f"desk: {error}"))
+            await desk.goto(f"{base_url}/login?lang=fr&next=/agent")
+            await desk.get_by_label("Nom d'utilisateur").fill("alice")
+            await desk.get_by_label("Mot de passe").fill(PASSWORDS["alice"])
+            await desk.get_by_role("button", name="Se connecter").click()
+            await expect(desk.locator("#agent")).to_have_attribute("data-ready", "true")
+            await desk.get_by_role("button", name="Lever la main").click()
+            await expect(desk.locator("#coaching")).to_have_attribute("data-hand", "raised")
             hand = page.locator('#hands li[data-agent="agent1"]')
             await expect(hand).to_contain_text("Alice Dupont")
             await expect(row).to_have_attribute("data-hand", "true")
+            await row.get_by_role("button", name="Message").click()
+            await page.get_by_label("Message (only this agent sees it)").fill(
+                "Propose le formulaire en ligne."
+            )
+            await page.locator("#dialog-ok").click()
+            await expect(desk.locator("#private-messages")).to_contain_text(
+                "Propose le formulaire en ligne."
+            )
             await hand.get_by_role("button", name="Join (whisper)").click()
             whisper = await arrived(
                 peer, "originate", lambda a: a.get("Data", "").endswith(",qbEwd")
@@ -180,6 +197,8 @@ async def test_the_supervisor_watches_a_call_whispers_and_answers_a_raised_hand(
             await expect(spy).to_contain_text("Live")
             await expect(page.locator("#hands-none")).to_be_visible()  # the hand went down
             await expect(row).to_have_attribute("data-hand", "false")
+            await expect(desk.locator("#coaching")).to_have_attribute("data-hand", "lowered")
+            await desk_context.close()
 
             audit = guichet.app.state.audit
             spied = await audit.entries(action=CALL_SPIED)
@@ -187,6 +206,8 @@ async def test_the_supervisor_watches_a_call_whispers_and_answers_a_raised_hand(
             modes = await audit.entries(action=SPY_MODE_CHANGED)
             assert [e.reason for e in reversed(modes)] == ["listen->whisper", "whisper->barge"]
             assert len(await audit.entries(action=SPY_ENDED)) == 1
+            (message,) = await audit.entries(action=MESSAGE_SENT)
+            assert (message.actor, message.subject.id) == ("sophie", str(alice_id))
     finally:
         await guichet.stop()
         await peer.close()
