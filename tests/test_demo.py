@@ -15,8 +15,10 @@ from typing import Any
 import httpx
 import pytest
 import websockets
+from ami_peer import recording
 from conftest import OPEN, SAMPLE_FLOW
 from console_fixtures import FAST_HASHER, serve_app
+from cti_harness import config_for
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlmodel import select
 from typer.testing import CliRunner
@@ -25,6 +27,11 @@ from crm_bridge.case_models import KnowledgeArticle, QueueRecord, User
 from crm_bridge.db import init_db, make_engine, session_factory
 from crm_bridge.models import Citizen
 from crm_bridge.users import UserService
+from cti.ami import AmiClient
+from cti.bridge import CtiBridge
+from cti.bus import LocalBus
+from cti.events import SpyStarted, SpyStopped
+from cti.pbx import Pbx
 from guichet.asterisk_render import flow_queues, load_flows
 from guichet.demo.cli import demo_app
 from guichet.demo.pbx import (
@@ -36,6 +43,7 @@ from guichet.demo.pbx import (
     start_demo_pbx,
 )
 from guichet.demo.seed import DEMO_ARTICLES, DEMO_USERS, seed_demo
+from guichet.replay.ami_server import Block, Script
 from guichet.runtime import Guichet
 from guichet.settings import Settings
 from ivr.flow_model import HoursNode
@@ -259,3 +267,42 @@ async def test_demo_calls_pop_on_the_logged_in_demo_agents(
         assert first.reference not in to_one  # agent1 never rang for the Dutch call
     finally:
         await guichet.stop()
+
+
+async def test_the_demo_pbx_lets_a_supervisor_listen_in(demo_pbx: DemoPbx) -> None:
+    """The demo answers live coaching as Asterisk did in the supervisor-spy recording: a
+    spy on Agent One's live call starts (ChanSpyStart on the member leg), switches mode and
+    stops — through Guichet's real AMI client and CTI state."""
+    client = AmiClient(config_for(demo_pbx.port, secret="demo-secret"))
+    bus = LocalBus()
+    events = bus.subscribe()
+    bridge = CtiBridge(client, bus)
+    await bridge.start()
+    try:
+        await asyncio.wait_for(client.connect(), DEADLINE)
+        await asyncio.wait_for(bridge.resynced.wait(), DEADLINE)
+        # the recorded call, up to Agent One talking to the citizen
+        for item in Script.load(recording("inbound-answered")).until(14.0).items:
+            if isinstance(item, Block) and item.raw.startswith(b"Event: "):
+                await demo_pbx._emit(item.raw)
+        pbx = Pbx(client)
+        result = await pbx.spy("PJSIP/sup1", "Local/agent1@agents", "listen", switchable=True)
+        assert result.channel.startswith("PJSIP/sup1-")
+        started = await asyncio.wait_for(_next(events, SpyStarted), DEADLINE)
+        assert started.call_id == "1795370006.1" and started.spied_channel.startswith(
+            "Local/agent1@agents-"
+        )
+        await pbx.spy_mode(result.channel, "whisper")  # acknowledged like Asterisk
+        await pbx.hangup(result.channel)
+        stopped = await asyncio.wait_for(_next(events, SpyStopped), DEADLINE)
+        assert stopped.spy_channel == result.channel
+    finally:
+        await client.close()
+        await bridge.stop()
+
+
+async def _next(sub: Any, kind: type[Any]) -> Any:
+    while True:
+        event = await sub.get()
+        if isinstance(event, kind):
+            return event

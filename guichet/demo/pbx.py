@@ -39,6 +39,7 @@ import holidays
 
 import crm_bridge
 from crm_bridge.citizens_import import parse_citizens_csv
+from guichet.demo.spy import DemoSpy
 from guichet.replay.agi_caller import (
     BUNDLED_RECORDINGS,
     MEDIA,
@@ -346,6 +347,8 @@ class DemoPbx:
         self._recorded = {name: Scenario.load(recordings / name) for name in set(scenarios)}
         self.ami = AmiPeer([Script(DEMO_BANNER, ())], username=username, secret=secret,
                            auth_delay=1.0, keep=KEEP)  # fmt: skip
+        self.spy = DemoSpy(self._emit)  # a supervisor may listen in, as on a real PBX
+        self.ami.hooks.append(self.spy.hook)
         self.port = 0
         self.calls: deque[DemoCall] = deque(maxlen=KEEP)  # the latest calls, newest last
         self.placed = 0
@@ -392,6 +395,7 @@ class DemoPbx:
 
     async def stop(self) -> None:
         await self.stop_calls()
+        await self.spy.close()
         await self.ami.close()
         log.info("[demo] demo PBX stopped after %d calls", self.placed)
 
@@ -534,6 +538,7 @@ class DemoPbx:
 
     async def _emit(self, raw: bytes) -> None:
         """One AMI message to every logged-in client, as Asterisk broadcasts events."""
+        self.spy.observe(raw)
         for session in list(self.ami.sessions):
             if session.logged_in and not session.closed.is_set():
                 session.write(raw)

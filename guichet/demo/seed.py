@@ -49,7 +49,7 @@ class DemoUser:
 DEMO_USERS: tuple[DemoUser, ...] = (
     DemoUser("agent1", "Agent One (demo)", "agent", "PJSIP/agent1", "fr"),
     DemoUser("agent2", "Agent Two (demo)", "agent", "PJSIP/agent2", "nl"),
-    DemoUser("supervisor", "Demo supervisor", "supervisor", None, "fr"),
+    DemoUser("supervisor", "Demo supervisor", "supervisor", "PJSIP/sup1", "fr"),  # listens in
     DemoUser("admin", "Demo administrator", "admin", None, "en"),
 )
 
