@@ -28,6 +28,7 @@ VERSION_TABLE = "alembic_version"
 # One migrating process at a time (two servers starting together): an advisory lock on
 # PostgreSQL; on SQLite, whose driver runs DDL outside any transaction, a write transaction.
 _PG_LOCK_KEY = 0x67756963686574  # "guichet"
+MIGRATION_BUSY_TIMEOUT_MS = 120_000
 
 
 def target_metadata() -> MetaData:
@@ -52,14 +53,23 @@ def _upgrade(connection: Connection) -> None:
     if connection.dialect.name == "postgresql":
         connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _PG_LOCK_KEY})
     elif connection.dialect.name == "sqlite":
+        # Another server may be migrating: wait for it (a whole migration can take longer
+        # than the busy timeout ordinary writes use), then find nothing left to do.
+        connection.exec_driver_sql(f"PRAGMA busy_timeout={MIGRATION_BUSY_TIMEOUT_MS}")
         connection.exec_driver_sql("BEGIN IMMEDIATE")
-    config = alembic_config(connection)
-    tables = set(inspect(connection).get_table_names())
-    if VERSION_TABLE not in tables and tables & BASELINE_TABLES:
-        log.warning("database created before migrations: stamping revision %s", BASELINE)
-        command.stamp(config, BASELINE)
-    command.upgrade(config, "head")
-    _create_missing_tables(connection)
+    try:
+        config = alembic_config(connection)
+        tables = set(inspect(connection).get_table_names())
+        if VERSION_TABLE not in tables and tables & BASELINE_TABLES:
+            log.warning("database created before migrations: stamping revision %s", BASELINE)
+            command.stamp(config, BASELINE)
+        command.upgrade(config, "head")
+        _create_missing_tables(connection)
+    finally:
+        if connection.dialect.name == "sqlite":  # the pooled connection serves calls next
+            from crm_bridge.db import SQLITE_BUSY_TIMEOUT_MS
+
+            connection.exec_driver_sql(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
 
 
 def _create_missing_tables(connection: Connection) -> None:
