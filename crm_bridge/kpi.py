@@ -59,7 +59,8 @@ class KpiRangeError(ValueError):
     """A period range that is empty or has too many buckets."""
 
 
-def _rate(part: float, whole: float) -> float | None:
+def rate(part: float, whole: float) -> float | None:
+    """A share, or None when there is nothing to share (no call offered: no service level)."""
     return part / whole if whole else None
 
 
@@ -162,27 +163,27 @@ class KpiRow:
 
     @property
     def service_level(self) -> float | None:
-        return _rate(self.answered_within, self.offered)
+        return rate(self.answered_within, self.offered)
 
     @property
     def asa(self) -> float | None:
-        return _rate(self.hold_sum, self.hold_count)
+        return rate(self.hold_sum, self.hold_count)
 
     @property
     def aht(self) -> float | None:
-        return _rate(self.talk_sum, self.talk_count)
+        return rate(self.talk_sum, self.talk_count)
 
     @property
     def abandon_rate(self) -> float | None:
-        return _rate(self.abandoned, self.offered)
+        return rate(self.abandoned, self.offered)
 
     @property
     def deflection_rate(self) -> float | None:
-        return _rate(self.deflected, self.ivr_calls)
+        return rate(self.deflected, self.ivr_calls)
 
     @property
     def fcr_rate(self) -> float | None:
-        return _rate(self.first_contact, self.cases_closed)
+        return rate(self.first_contact, self.cases_closed)
 
 
 ColumnKind = Literal["text", "count", "seconds", "percent"]
@@ -542,6 +543,6 @@ async def day_series(
         row = (await conn.execute(query)).one()
     values = [int(v or 0) for v in row]
     return [
-        SeriesPoint(edge, values[3 * i], _rate(values[3 * i + 2], values[3 * i + 1]))
+        SeriesPoint(edge, values[3 * i], rate(values[3 * i + 2], values[3 * i + 1]))
         for i, edge in enumerate(edges)
     ]

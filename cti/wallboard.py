@@ -26,6 +26,7 @@ from datetime import date, datetime
 from typing import Any, Literal
 from zoneinfo import ZoneInfo
 
+from crm_bridge.kpi import rate
 from cti.events import (
     AgentQueuesChanged,
     AgentRef,
@@ -42,10 +43,6 @@ DEFAULT_THRESHOLD = 20.0  # seconds: "answered within 20 s" is the usual public-
 LANGS = ("fr", "nl", "en", "de")
 ENDED_MEMORY = 10_000  # ended call ids kept, so a late duplicate answer is not counted
 Row = tuple[Literal["queue", "agent"], str]
-
-
-def _rate(part: float, whole: float) -> float | None:
-    return part / whole if whole else None
 
 
 def split_queue(queue: str) -> tuple[str, str | None]:
@@ -94,10 +91,10 @@ class QueueFigures:
             "abandoned": self.abandoned,
             "unanswered": self.unanswered,
             "answered_in_sl": self.answered_in_sl,
-            "service_level": _rate(self.answered_in_sl, self.offered),
-            "abandon_rate": _rate(self.abandoned, self.offered),
-            "asa": _rate(self.hold_answered, self.answered),
-            "aht": _rate(self.talk, self.talked),
+            "service_level": rate(self.answered_in_sl, self.offered),
+            "abandon_rate": rate(self.abandoned, self.offered),
+            "asa": rate(self.hold_answered, self.answered),
+            "aht": rate(self.talk, self.talked),
             "callbacks_pending": self.callbacks_pending,
             "threshold": threshold,
         }
@@ -138,7 +135,7 @@ class AgentFigures:
             "services": services,
             "langs": langs,
             "handled": self.handled,
-            "aht": _rate(self.talk, self.talked),
+            "aht": rate(self.talk, self.talked),
         }
 
 
@@ -264,7 +261,7 @@ class WallboardModel:
 
     def service_level(self) -> float | None:
         offered = sum(q.offered for q in self.queues.values())
-        return _rate(sum(q.answered_in_sl for q in self.queues.values()), offered)
+        return rate(sum(q.answered_in_sl for q in self.queues.values()), offered)
 
     def row(self, kind: str, key: str) -> dict[str, Any] | None:
         if kind == "queue":
